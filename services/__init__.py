@@ -1,0 +1,1 @@
+"""HDM Inspect services: ingest, scoring (Ray Serve), results (gRPC), training (Ray Train)."""

@@ -1,0 +1,45 @@
+"""The `hdm` command: model subcommands from the hdm library plus the services'.
+
+Each module below exposes `register(subparsers)`; heavy imports (Ray, torch)
+happen inside the handlers so `hdm --help` and argument errors stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from hdm.cli_support import OneLineParser, run_handler
+
+COMMAND_MODULES = (
+    "hdm.cli",                   # train, eval, predict
+    "services.broker_cli",       # broker
+    "services.ingest.cli",       # camera
+    "services.scoring.cli",      # serve
+    "services.results.cli",      # results, query
+    "services.training.cli",     # train-job (Ray Train)
+    "services.demo",             # demo
+)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="hdm", description="HDM Inspect: streaming visual inspection with the HDM anomaly detector.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name and name.startswith(exc.name)):
+                raise
+            continue  # a component not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_handler(args, prog=f"hdm {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
