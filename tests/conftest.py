@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -44,9 +45,8 @@ def kafka_config(broker):
     return cfg
 
 
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+@contextlib.contextmanager
+def _fresh_postgres_database():
     psycopg = pytest.importorskip("psycopg")
     name = f"hdm_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -59,6 +59,20 @@ def postgres_url():
     yield f"{base}/{name}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    with _fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url():
+    """Like postgres_url, but shared by the tests of one module (data loaded once)."""
+    with _fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
