@@ -1,0 +1,143 @@
+"""The Scorer deployment: HDM's DDM on dynamic batches, one model per product version.
+
+Ray Serve does the heavy lifting: `@serve.batch` gathers single-frame calls into
+batches (size and wait changed in place through `user_config`), `@serve.multiplexed`
+keeps the recently used models of each replica loaded and routes a model's frames
+to replicas that already hold it, and the deployment's autoscaling adds replicas
+when ongoing requests pile up. A model id is `<product>/<version>`, so a new
+version is simply a new id: frames switch to it as the ingress asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+from ray import serve
+
+from services.config import TelemetryConfig, load_dataclass
+from services.registry import ModelRegistry, parse_model_id
+from services.scoring.config import HEATMAP_POLICIES, ScorerConfig
+from services.scoring.messages import ScoreRequest, ScoreResult
+from services.telemetry import extract_context, setup_telemetry
+
+def frames_in(calls: list[list[ScoreRequest]]) -> int:
+    """A batch's size in frames (a call may carry several), for @serve.batch's max_batch_size."""
+    return sum(len(call) for call in calls)
+
+
+# Models (product versions) one replica keeps loaded. Fixed by the decorator, so not
+# in config; old versions fall out of it as frames move to new ones.
+MODELS_PER_REPLICA = 4
+
+
+@serve.deployment(name="Scorer")
+class Scorer:
+    def __init__(self, registry_root: str, scorer: dict[str, Any], telemetry: dict[str, Any]):
+        import torch
+
+        self._cfg = load_dataclass(ScorerConfig, scorer, "scorer")
+        if self._cfg.torch_threads > 0:
+            torch.set_num_threads(self._cfg.torch_threads)
+        self._registry = ModelRegistry(registry_root)
+        self._heatmaps = self._cfg.heatmaps
+        self._replica = serve.get_replica_context().replica_id.unique_id
+        self._telemetry = setup_telemetry(load_dataclass(TelemetryConfig, telemetry, "telemetry"), "scoring.scorer")
+        self._tracer = self._telemetry.tracer("hdm.scoring.scorer")
+        meter = self._telemetry.meter("hdm.scoring.scorer")
+        self._batch_sizes = meter.create_histogram("hdm.scorer.batch_size", unit="{frame}", description="frames per scored batch")
+        self._batch_seconds = meter.create_histogram("hdm.scorer.batch_duration", unit="s", description="forward pass time of a batch")
+        self._scored = meter.create_counter("hdm.scorer.frames", unit="{frame}", description="frames scored")
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batching and heatmap policy from the deployment's user_config, applied without a restart."""
+        self.score_batch.set_max_batch_size(int(user_config.get("max_batch_size", self._cfg.max_batch_size)))
+        self.score_batch.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", self._cfg.batch_wait_timeout_s)))
+        heatmaps = user_config.get("heatmaps", self._heatmaps)
+        if heatmaps not in HEATMAP_POLICIES:
+            raise ValueError(f"heatmaps must be one of {', '.join(HEATMAP_POLICIES)}, got {heatmaps!r}")
+        self._heatmaps = heatmaps
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def get_model(self, model_id: str) -> Any:
+        from hdm.inference import Detector
+
+        version = self._registry.resolve(model_id)
+        return await asyncio.to_thread(Detector.load, version.path, self._cfg.device)
+
+    async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Score the frames of one call (one model); Serve batches concurrent calls into score_batch."""
+        return await self.score_batch(requests)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, batch_size_fn=frames_in)
+    async def score_batch(self, calls: list[list[ScoreRequest]]) -> list[list[ScoreResult]]:
+        # Serve splits batches by multiplexed model id, so one batch is one model.
+        requests = [request for call in calls for request in call]
+        model_id = requests[0].model_id
+        if any(r.model_id != model_id for r in requests):
+            raise ValueError("a batch mixed model ids; call score() with multiplexed_model_id set")
+        detector = await self.get_model(model_id)
+        started = time.time()
+        results = iter(await asyncio.to_thread(self._predict, detector, model_id, requests, started))
+        self._batch_sizes.record(len(requests))
+        self._scored.add(len(requests), {"model": model_id})
+        return [[next(results) for _ in call] for call in calls]
+
+    def _predict(self, detector: Any, model_id: str, requests: list[ScoreRequest], started: float) -> list[ScoreResult]:
+        _, version = parse_model_id(model_id)
+        t0 = time.perf_counter()
+        predictions = detector.predict([r.image for r in requests])
+        score_ms = (time.perf_counter() - t0) * 1000.0
+        self._batch_seconds.record(score_ms / 1000.0)
+        scored_ns = time.time_ns()
+        results = []
+        for request, prediction in zip(requests, predictions, strict=True):
+            t1 = time.perf_counter()
+            heatmap, overlay = self._pictures(request, prediction, detector.image_size)
+            post_ms = (time.perf_counter() - t1) * 1000.0
+            results.append(
+                ScoreResult(
+                    frame_id=request.frame_id, model_version=version, score=float(prediction.score),
+                    probability=float(prediction.probability), anomalous=bool(prediction.anomalous),
+                    threshold=float(prediction.threshold), pixel_threshold=float(prediction.pixel_threshold),
+                    anomalous_area=float(prediction.anomalous_area), heatmap_png=heatmap, overlay_png=overlay,
+                    batch_size=len(requests), replica=self._replica, batch_started_at=started,
+                    score_ms=score_ms, post_ms=post_ms,
+                )
+            )
+            self._trace(request, results[-1], model_id, started, scored_ns)
+        return results
+
+    def _pictures(self, request: ScoreRequest, prediction: Any, image_size: int) -> tuple[bytes, bytes]:
+        if self._heatmaps == "none" or (self._heatmaps == "anomalous" and not prediction.anomalous):
+            return b"", b""
+        from hdm.data.images import resize_rgb
+        from hdm.visualize import heatmap_png, overlay, png_bytes
+
+        frame = resize_rgb(request.image, image_size)
+        return heatmap_png(prediction.anomaly_map), png_bytes(overlay(frame, prediction.anomaly_map, prediction.pixel_threshold))
+
+    def _trace(self, request: ScoreRequest, result: ScoreResult, model_id: str, started: float, scored_ns: int) -> None:
+        """The frame's `batch` (waiting for its batch) and `score` spans, in the frame's own trace."""
+        context = extract_context(list((k, v.encode()) for k, v in request.trace.items()))
+        attributes = {
+            "hdm.frame_id": request.frame_id,
+            "hdm.model_id": model_id,
+            "hdm.batch.size": result.batch_size,
+            "hdm.scorer.replica": self._replica,
+        }
+        started_ns = int(started * 1e9)
+        sent_ns = min(int(request.sent_at * 1e9), started_ns)  # the ingress's clock may run a little ahead
+        batch = self._tracer.start_span("batch", context=context, kind=SpanKind.INTERNAL, start_time=sent_ns, attributes=attributes)
+        batch.end(end_time=started_ns)
+        score = self._tracer.start_span("score", context=context, kind=SpanKind.INTERNAL, start_time=started_ns, attributes=attributes)
+        score.set_attribute("hdm.anomalous", result.anomalous)
+        score.set_attribute("hdm.score", result.score)
+        score.end(end_time=scored_ns + int(result.post_ms * 1e6))
+
+    def __del__(self) -> None:
+        telemetry = self.__dict__.pop("_telemetry", None)  # Serve and the garbage collector may both call this
+        if telemetry is not None:
+            telemetry.shutdown()
