@@ -44,3 +44,6 @@ bench-results: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -7,6 +7,7 @@ happen inside the handlers so `hdm --help` and argument errors stay instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from hdm.cli_support import OneLineParser, run_handler
@@ -18,7 +19,7 @@ COMMAND_MODULES = (
     "services.scoring.cli",      # serve
     "services.results.cli",      # results, query
     "services.training.cli",     # train-job (Ray Train)
-    "services.demo",             # demo
+    "services.demo.cli",         # demo
 )
 
 
@@ -37,6 +38,8 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC's C core logs INFO lines about fork() whenever Ray starts workers; keep its errors only.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
     return run_handler(args, prog=f"hdm {args.command}")
 

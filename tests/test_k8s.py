@@ -36,8 +36,6 @@ def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
 
 def _hdm_args(argv: list[str]):
     """Parse a container's command as `hdm` would, minus file-existence checks (the files live in the pod)."""
-    import argparse
-
     from hdm.cli_support import existing_dir, existing_file
     from services.cli import build_parser
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import threading
 
@@ -22,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from services.config import ConfigError
-    from services.scoring.deploy import DeployError, load_serve_config
+    from services.scoring.deploy import DeployError, connect_ray, disconnect_ray, load_serve_config
 
     try:
         schema = load_serve_config(args.config, args.bootstrap)
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"hdm serve: {event}" + "".join(f" {k}={v}" for k, v in fields.items()), flush=True)
 
-    started_ray = _connect_ray(args.num_cpus)
+    started_ray = connect_ray(args.num_cpus)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own SIGTERM handler
         signal.signal(signum, lambda *_: stop.set())
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         say("failed", reason=str(exc))
         return 1
     finally:
-        _disconnect_ray(started_ray)
+        disconnect_ray(started_ray)
 
 
 def _serve(schema, names, stop: threading.Event, say, start_timeout: float) -> int:
@@ -67,25 +66,3 @@ def _serve(schema, names, stop: threading.Event, say, start_timeout: float) -> i
         delete(names)
     say("stopped")
     return 0
-
-
-def _connect_ray(num_cpus: int | None) -> bool:
-    """Join the Ray of $RAY_ADDRESS, or start a local one; True when we started it."""
-    import ray
-    from ray.serve._private.constants import SERVE_NAMESPACE
-
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
-        return False
-    ray.init(namespace=SERVE_NAMESPACE, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    return True
-
-
-def _disconnect_ray(started: bool) -> None:
-    import ray
-    from ray import serve
-
-    if started:
-        serve.shutdown()
-    ray.shutdown()

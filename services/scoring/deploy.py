@@ -99,6 +99,22 @@ def wait_until_running(names: list[str], timeout_s: float, report: Callable[[str
         time.sleep(1.0)
 
 
+def wait_until_consuming(names: list[str], timeout_s: float) -> None:
+    """Block until each app's ingress has joined its consumer group and holds partitions.
+
+    A RUNNING application may still be joining the group (Tansu makes a join wait for the
+    rebalance timeout); frames sent before that wait too, which would skew latency figures.
+    """
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while serve.get_app_handle(name).stats.remote().result(timeout_s=timeout_s)["partitions"] == 0:
+            if time.monotonic() > deadline:
+                raise DeployError(f"application {name}: the ingress got no Kafka partitions within {timeout_s:.0f}s")
+            time.sleep(0.25)
+
+
 def drain(names: list[str], timeout_s: float) -> dict[str, Any]:
     """Ask each inspection app's ingress to stop consuming, finish in-flight frames and commit."""
     from ray import serve
@@ -111,3 +127,23 @@ def delete(names: list[str]) -> None:
 
     for name in names:
         serve.delete(name, _blocking=True)
+
+
+def connect_ray(num_cpus: int | None) -> bool:
+    """Join the Ray of $RAY_ADDRESS, or start a local one; True when we started it."""
+    import ray
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=SERVE_NAMESPACE, log_to_driver=False)
+        return False
+    ray.init(namespace=SERVE_NAMESPACE, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def disconnect_ray(started: bool) -> None:
+    """Leave Ray; a local cluster we started goes with it (Serve included, its apps already deleted)."""
+    import ray
+
+    ray.shutdown()

@@ -72,9 +72,11 @@ class _Rebalance(ConsumerRebalanceListener):
         self._ingress._settle()
         self._ingress._commit(force=True)
         self._ingress._tracker.forget(revoked)
+        self._ingress._partitions = 0
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("ingress assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self._ingress._partitions = len(assigned)
 
 
 @serve.deployment(name="FrameIngress", max_ongoing_requests=8)
@@ -93,6 +95,7 @@ class FrameIngress:
         self._finished: queue.SimpleQueue[tuple[TopicPartition, int]] = queue.SimpleQueue()
         self._in_flight = 0  # the tracker's count, published by the poll thread for other threads
         self._paused = False
+        self._partitions = 0  # assigned to this replica's consumer, for readiness checks
         self._last_commit = self._last_announcements = 0.0
         self._draining = threading.Event()
         self._released = threading.Event()  # drained or gave up: coroutines stop retrying
@@ -112,7 +115,7 @@ class FrameIngress:
     # ----- the deployment's methods (called through its handle) -----
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._metrics.snapshot(), paused=self._paused, models=self._versions.snapshot())
+        return dict(self._metrics.snapshot(), paused=self._paused, partitions=self._partitions, models=self._versions.snapshot())
 
     def model_versions(self) -> dict[str, str]:
         return self._versions.snapshot()

@@ -23,6 +23,7 @@ from services.scoring.config import HEATMAP_POLICIES, ScorerConfig
 from services.scoring.messages import ScoreRequest, ScoreResult
 from services.telemetry import extract_context, setup_telemetry
 
+
 def frames_in(calls: list[list[ScoreRequest]]) -> int:
     """A batch's size in frames (a call may carry several), for @serve.batch's max_batch_size."""
     return sum(len(call) for call in calls)
