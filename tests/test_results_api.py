@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from results_support import ANOMALOUS, BACKENDS, TOKEN, database_url, dataset, service_config
 
 from protos.hdm.v1 import results_pb2, results_service_pb2
-from results_support import ANOMALOUS, BACKENDS, TOKEN, database_url, dataset, service_config
 from services.results.client import ResultsClient, result_filter
 from services.results.service import ResultsService
 from services.results.store import IncomingResult

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 from PIL import Image
-
 from results_support import ANOMALOUS, OK, TOKEN, make_result, service_config
+
 from services.broker import free_port
 from services.results.client import ResultsClient
 from services.results.service import ResultsService

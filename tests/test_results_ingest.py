@@ -11,8 +11,8 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-
 from results_support import ANOMALOUS, BACKENDS, OK, TOKEN, database_url, make_result, service_config
+
 from services.config import TelemetryConfig
 from services.kafka_io import make_producer
 from services.results.client import ResultsClient

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from results_support import ANOMALOUS, BACKENDS, OK, dataset, make_result
 from sqlalchemy import text
 
-from results_support import ANOMALOUS, BACKENDS, OK, dataset, make_result
 from services.config import ConfigError, load_config
 from services.results.config import AuthConfig, ResultsConfig, TlsConfig
 from services.results.feed import LiveFeed

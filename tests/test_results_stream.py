@@ -9,8 +9,8 @@ import uuid
 
 import grpc
 import pytest
-
 from results_support import ANOMALOUS, BACKENDS, OK, TOKEN, database_url, make_result, service_config
+
 from services.results.client import ResultsClient, result_filter
 from services.results.service import ResultsService
 from services.results.store import IncomingResult, Store

@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from results_support import TOKEN, make_result, service_config
+
 from services.results.client import ResultsClient
 from services.results.config import TlsConfig
 from services.results.service import ResultsService

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_registry import make_run_dir
+
 from protos.hdm.v1 import models_pb2
 from services.registry import ModelRegistry
 from services.scoring.versions import ModelVersions
-from test_registry import make_run_dir
 
 
 class Clock:

@@ -28,7 +28,15 @@ from protos.hdm.v1 import results_pb2, results_service_pb2, results_service_pb2_
 from services.results.config import ResultsConfig
 from services.results.feed import FeedItem, LiveFeed
 from services.results.store import ResultQuery, Store
-from services.results.tokens import CURSOR_METADATA, TokenError, decode_cursor, decode_page_token, encode_cursor, encode_page_token, filter_fingerprint
+from services.results.tokens import (
+    CURSOR_METADATA,
+    TokenError,
+    decode_cursor,
+    decode_page_token,
+    encode_cursor,
+    encode_page_token,
+    filter_fingerprint,
+)
 from services.telemetry import Telemetry
 
 MAX_ID_LENGTH = 256
