@@ -52,7 +52,7 @@ def _aupro_brute(masks, maps, fpr_limit) -> float:
         pro = np.mean([np.sum(pred[i] & region) / np.sum(region) for i, region in regions])
         points.append((np.sum(pred & normal) / np.sum(normal), pro))
     area = 0.0
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
         if x0 >= fpr_limit:
             break
         if x1 > fpr_limit:
@@ -158,7 +158,7 @@ def test_aupro_half_of_each_region_at_zero_fpr():
     PRO is 0.5 from FPR 0 until FPR 1, so the normalised area is exactly 0.5."""
     masks = _two_regions()
     maps = np.full(masks.shape, 0.5)
-    for image, mask in zip(maps, masks):
+    for image, mask in zip(maps, masks, strict=True):
         rows, cols = np.nonzero(mask)
         upper = rows < (rows.min() + rows.max() + 1) / 2
         image[rows[upper], cols[upper]] = 1.0

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from results_support import ANOMALOUS, make_result
 
 REPO = Path(__file__).resolve().parents[1]

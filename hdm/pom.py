@@ -1,0 +1,55 @@
+"""POM on the generation side: which generated samples train the model, and how much.
+
+- refined target M* = M * P_change, where P_change is a soft probability that a pixel
+  really changed, from the locally averaged |x_anom - x0|;
+- candidates whose refined target keeps too little of the mask, or whose mean change is
+  too small, are rejected (an invisible "anomaly" is label noise) and resampled;
+- accepted samples are weighted by difficulty, 1 + gamma * (1 - p_detected), with
+  p_detected the current discriminator's mean probability over the refined target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from hdm.config import POMConfig
+
+
+def change_magnitude(x_anom: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """(B,1,S,S) channel-mean |x_anom - x0|, averaged over 3x3 neighbourhoods against single-pixel noise."""
+    d = (x_anom - x0).abs().mean(dim=1, keepdim=True)
+    return F.avg_pool2d(d, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def change_probability(x_anom: torch.Tensor, x0: torch.Tensor, scale: float) -> torch.Tensor:
+    """P_change = d^2 / (d^2 + scale^2): 0.5 at d = scale, near 1 for clear changes."""
+    d2 = change_magnitude(x_anom, x0).square()
+    return d2 / (d2 + scale**2)
+
+
+def refined_target(mask: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, cfg: POMConfig) -> torch.Tensor:
+    """M* = M * P_change when POM is on; the raw mask otherwise."""
+    if not cfg.enabled:
+        return mask
+    return mask * change_probability(x_anom, x0, cfg.change_scale)
+
+
+def visible(mask: torch.Tensor, target: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, cfg: POMConfig) -> torch.Tensor:
+    """(B,) bool: does each candidate change enough of its mask by enough to be a real anomaly?"""
+    area = mask.flatten(1).sum(1)
+    if not cfg.enabled:
+        return area > 0
+    kept = target.flatten(1).sum(1) / area.clamp_min(1)
+    mean_change = (change_magnitude(x_anom, x0) * mask).flatten(1).sum(1) / area.clamp_min(1)
+    return (area > 0) & (kept >= cfg.min_changed_fraction) & (mean_change >= cfg.min_mean_change)
+
+
+def difficulty_weights(prob: torch.Tensor, target: torch.Tensor, cfg: POMConfig) -> torch.Tensor:
+    """(B,) weights normalised to mean 1; anomalies the discriminator misses count more."""
+    if not cfg.enabled:
+        return torch.ones(prob.shape[0], device=prob.device)
+    mass = target.flatten(1).sum(1)
+    detected = (prob.detach() * target).flatten(1).sum(1) / mass.clamp_min(1e-6)
+    weights = torch.where(mass > 0, 1 + cfg.difficulty_gamma * (1 - detected), torch.ones_like(mass))
+    return weights / weights.mean()

@@ -1,0 +1,64 @@
+"""POM: refined targets, rejection of invisible anomalies, difficulty weighting."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hdm import pom
+from hdm.batches import BatchBuilder
+from hdm.config import HDMConfig, POMConfig
+
+CFG = POMConfig()
+
+
+def _pair(delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x0 = torch.zeros(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    return x0, x0 + delta * mask, mask
+
+
+def test_refined_target_follows_the_change_inside_the_mask():
+    x0, x_anom, mask = _pair(0.5)
+    x_anom[..., 8:24, 8:16] = 0  # left half of the masked square unchanged
+    target = pom.refined_target(mask, x_anom, x0, CFG)
+    assert target.max() <= 1 and (target <= mask).all()
+    assert target[..., 10:22, 18:22].min() > 0.9   # clearly changed
+    assert target[..., 10:22, 8:13].max() < 0.05   # unchanged although masked
+    assert torch.equal(pom.refined_target(mask, x_anom, x0, POMConfig(enabled=False)), mask)
+
+
+def test_invisible_candidates_are_rejected_and_visible_ones_kept():
+    faint = _pair(0.005)
+    clear = _pair(0.4)
+    x0 = torch.cat([faint[0], clear[0]])
+    x_anom = torch.cat([faint[1], clear[1]])
+    mask = torch.cat([faint[2], clear[2]])
+    target = pom.refined_target(mask, x_anom, x0, CFG)
+    assert pom.visible(mask, target, x_anom, x0, CFG).tolist() == [False, True]
+    # Without POM every masked candidate passes, invisible or not.
+    off = POMConfig(enabled=False)
+    assert pom.visible(mask, mask, x_anom, x0, off).tolist() == [True, True]
+
+
+def test_builder_resamples_until_candidates_are_visible():
+    cfg = HDMConfig.small(32).with_overrides({"dagm": {"beta_range": [0.0, 0.95]}, "pom": {"max_tries": 6}})
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    builder = BatchBuilder(cfg, images, None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    x, mask, target = builder.crude(16)
+    assert x.shape[0] >= 12  # almost all slots filled after resampling
+    for i in range(x.shape[0]):
+        assert target[i].sum() / mask[i].sum() >= cfg.pom.min_changed_fraction
+
+
+def test_hard_anomalies_weigh_more_and_normals_stay_neutral():
+    target = torch.zeros(3, 1, 8, 8)
+    target[:2, :, 2:6, 2:6] = 1
+    prob = torch.zeros(3, 1, 8, 8)
+    prob[0, :, 2:6, 2:6] = 0.9  # found
+    prob[1, :, 2:6, 2:6] = 0.1  # missed
+    w = pom.difficulty_weights(prob, target, POMConfig(difficulty_gamma=1.0))
+    assert w[1] > w[0] > w[2] * 0.99
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    assert torch.equal(pom.difficulty_weights(prob, target, POMConfig(enabled=False)), torch.ones(3))
