@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: install demo test protos protos-check bench bench-model bench-stream bench-results lint clean
+.PHONY: install demo test protos protos-check bench bench-model bench-ablation bench-stream bench-results lint clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ bench: bench-model bench-stream bench-results
 
 bench-model: install
 	$(PY) -m bench.model_speed
+
+# About an hour: four 15-minute trainings on ../shared/data/magnetic_tile at 128 px.
+bench-ablation: install
+	$(PY) -m bench.ablation --data ../shared/data/magnetic_tile --minutes 15 --image-size 128 --seed 0
 
 bench-stream: install
 	$(PY) -m bench.stream

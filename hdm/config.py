@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hdm.typed_config import ConfigError, from_mapping
+
 ABLATIONS = ("none", "paste-dagm", "no-pom", "recon-only")
 Ablation = Literal["none", "paste-dagm", "no-pom", "recon-only"]
-
-
-class ConfigError(ValueError):
-    """A config value or key that cannot work; the message names it."""
 
 
 @dataclass
@@ -232,7 +228,7 @@ class HDMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HDMConfig:
-        return _build(cls, data, "config")
+        return from_mapping(cls, data, "config")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -316,38 +312,3 @@ def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
         else:
             merged[key] = value
     return merged
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass `cls` from JSON data, converting lists to tuples and rejecting unknown keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list")
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType) and value is not None:
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ConfigError(f"{where}: {value!r} not one of {typing.get_args(hint)}")
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, bool, str) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value

@@ -27,13 +27,7 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="hdm", description="HDM Inspect: streaming visual inspection with the HDM anomaly detector.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and name.startswith(exc.name)):
-                raise
-            continue  # a component not built yet
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

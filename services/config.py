@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from hdm.typed_config import ConfigError, from_mapping
+
 T = TypeVar("T")
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
-
-
-class ConfigError(ValueError):
-    """A configuration file or value that cannot be used; the message says which."""
 
 
 @dataclass
@@ -90,42 +86,7 @@ class TelemetryConfig:
 
 def load_dataclass(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build `cls` from a mapping, recursing into nested dataclasses."""
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return load_dataclass(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, where) if len(args) == 1 else value
-    if origin in (list, tuple) and isinstance(value, (list, tuple)):
-        (item,) = typing.get_args(hint)[:1] or (Any,)
-        coerced = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(coerced) if origin is tuple else coerced
-    if hint in (int, float, str, bool):
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
+    return from_mapping(cls, data, where)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
