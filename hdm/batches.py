@@ -109,12 +109,13 @@ class BatchBuilder:
             needed -= int(keep.sum())
         return torch.cat(xs), torch.cat(masks), torch.cat(targets)
 
-    def next(self, denoiser: Denoiser) -> TrainingBatch:
+    def next(self, denoiser: Denoiser, step: int) -> TrainingBatch:
         x0 = self.normals()
         n_anom = int(round(self.cfg.dagm.anomaly_fraction * x0.shape[0]))
         xs, targets = [x0[:0]], [x0[:0, :1]]
         if self.uses_diffusion:
-            self.refresh_bank(denoiser)
+            if step % self.cfg.dagm.bank_refresh_every == 0 or not self.bank:
+                self.refresh_bank(denoiser)
             banked = self.bank.sample(int(round(self.cfg.dagm.diffusion_fraction * n_anom)), self.rng)
             if banked is not None:
                 xs.append(banked[0])

@@ -111,6 +111,7 @@ class DAGMConfig:
     # about bank_size / bank_refresh_count steps while generation keeps tracking the denoiser.
     bank_size: int = 64
     bank_refresh_count: int = 4
+    bank_refresh_every: int = 1            # steps between refreshes: > 1 trades freshness for steps
 
 
 @dataclass
@@ -292,6 +293,8 @@ def validate(cfg: HDMConfig) -> None:
         raise ConfigError("score.top_k_fraction must be in (0, 1]")
     if not 0 < cfg.pom.target_far < 1 or not 0 < cfg.pom.pixel_target_far < 1:
         raise ConfigError("pom.target_far and pom.pixel_target_far must be in (0, 1)")
+    if cfg.dagm.bank_refresh_every < 1 or cfg.dagm.bank_refresh_count < 1:
+        raise ConfigError("dagm.bank_refresh_every and dagm.bank_refresh_count must be at least 1")
     if cfg.train.batch_size < 2:
         raise ConfigError("train.batch_size must be at least 2")
 

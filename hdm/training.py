@@ -194,7 +194,7 @@ class Trainer:
                 batch = x0_hat = None
             else:
                 with torch.no_grad():
-                    batch = self.builder.next(self.model.denoiser)
+                    batch = self.builder.next(self.model.denoiser, self.step)
                     x0_hat = self.model.reconstruct(batch.x)
                 x0 = self._denoiser_batch(batch.x0)
             out = self.step_module(x0, self.generator, batch, x0_hat)

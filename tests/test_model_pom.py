@@ -62,3 +62,21 @@ def test_hard_anomalies_weigh_more_and_normals_stay_neutral():
     assert w[1] > w[0] > w[2] * 0.99
     assert torch.allclose(w.mean(), torch.tensor(1.0))
     assert torch.equal(pom.difficulty_weights(prob, target, POMConfig(enabled=False)), torch.ones(3))
+
+
+def test_diffusion_bank_is_refreshed_every_n_steps_and_whenever_empty():
+    from hdm.models.denoiser import Denoiser
+
+    cfg = HDMConfig.small(32).with_overrides({"dagm": {"bank_refresh_every": 3}})
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    builder = BatchBuilder(cfg, images, None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    refreshed = []
+    builder.refresh_bank = lambda denoiser: refreshed.append(True)  # count calls, skip the generation
+    denoiser = Denoiser(cfg)
+    builder.next(denoiser, 5)
+    assert refreshed == [True]  # an empty bank (a resumed run) is filled at once, off schedule
+    builder.bank.add(images[:1], torch.zeros(1, 1, 32, 32))
+    refreshed.clear()
+    for step in range(7):
+        builder.next(denoiser, step)
+    assert len(refreshed) == 3  # steps 0, 3 and 6
