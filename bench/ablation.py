@@ -2,6 +2,7 @@
 
     python -m bench.ablation --data ../shared/data/magnetic_tile [--minutes 15] [--image-size 128]
                              [--seed 0] [--variants none paste-dagm no-pom recon-only] [--runs runs/ablation]
+                             [--override '{"dagm": {"bank_refresh_every": 4}}']
 
 Trains each variant with the same budget and seed, exactly as `hdm train --ablation V
 --max-minutes M` would, evaluates it on the test set as `hdm eval` does, and writes
@@ -31,7 +32,7 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "f1_max", "false_a
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
     cfg = HDMConfig.for_device(args.device, args.image_size).with_ablation(variant)
-    cfg = cfg.with_overrides({"train": {"seed": args.seed, "max_minutes": args.minutes, "max_steps": args.max_steps}})
+    cfg = cfg.with_overrides(args.override).with_overrides({"train": {"seed": args.seed, "max_minutes": args.minutes, "max_steps": args.max_steps}})
     run_dir = args.runs / variant
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.monotonic()
@@ -59,11 +60,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=ABLATIONS, default=list(ABLATIONS))
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--override", type=json.loads, default={}, help='config changes for every variant, e.g. \'{"dagm": {"bank_refresh_every": 4}}\'')
     parser.add_argument("--progress", action="store_true", help="show a progress bar per training run")
     args = parser.parse_args()
     rows = []
     report = {"data": str(args.data), "minutes": args.minutes, "image_size": args.image_size, "seed": args.seed,
-              "device": args.device, "load_average_start": [round(x, 2) for x in os.getloadavg()], "variants": rows}
+              "device": args.device, "override": args.override, "load_average_start": [round(x, 2) for x in os.getloadavg()], "variants": rows}
     for i, variant in enumerate(args.variants, 1):
         print(f"[{i}/{len(args.variants)}] training {variant} for {args.minutes} min ...", flush=True)
         row = run_variant(variant, args)

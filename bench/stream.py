@@ -3,7 +3,8 @@
     python -m bench.stream [--image-size 64] [--preset cpu] [--batch 16] [--seconds 20]
 
 Same model and image size everywhere. Measures, on this machine:
-  1. in-process Detector throughput at batch size B and at 1, and one full batch's time;
+  1. in-process Detector throughput at batch size B and at 1, and one full batch's time,
+     measured before, between and after the phases below (the machine's speed drifts);
   2. end-to-end frames/s through Tansu, the `inspection` app and the results topic,
      with dynamic batching (max_batch_size B) and without (max_batch_size 1);
      frames are loaded into the topic first, so the camera does not compete for CPU;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -65,14 +67,14 @@ def frames(size: int, count: int, seed: int = 0) -> list[np.ndarray]:
     return [generator.normal(rng) for _ in range(count)]
 
 
-def in_process(run_dir: Path, batch: int, threads: int, seconds: float) -> dict[str, float]:
-    """The Detector alone, fed uint8 frames as the Scorer is."""
+def in_process(run_dir: Path, batch: int, threads: int, seconds: float, torchscript: str) -> dict[str, float]:
+    """The Detector alone, fed uint8 frames as the Scorer is, with the Scorer's TorchScript choice."""
     import torch
 
     from hdm.inference import Detector
 
     torch.set_num_threads(threads)
-    detector = Detector.load(run_dir, "cpu")
+    detector = Detector.load(run_dir, "cpu", torchscript)  # type: ignore[arg-type]
     images = frames(detector.image_size, batch)
     out: dict[str, float] = {}
     for size in (batch, 1):
@@ -109,11 +111,11 @@ def serve_schema(kafka: KafkaConfig, registry: Path, batch: int, args: argparse.
     app["registry"]["root"] = str(registry)
     app["ingress"].update(
         group_id=f"bench-{uuid.uuid4().hex[:6]}", max_in_flight=max(64, 8 * batch), drain_timeout_s=10.0,
-        max_frames_per_call=min(args.frames_per_call, batch),
+        max_frames_per_call=min(args.frames_per_call, batch), call_linger_ms=args.call_linger_ms,
     )
     app["scorer"].update(
         max_batch_size=batch, batch_wait_timeout_s=args.batch_wait, torch_threads=args.threads,
-        min_replicas=1, max_replicas=1, max_ongoing_requests=max(64, 8 * batch), device="cpu",
+        min_replicas=1, max_replicas=1, max_ongoing_requests=max(64, 8 * batch), device="cpu", torchscript=args.torchscript,
     )
     path = Path(tempfile.mkstemp(suffix=".yaml")[1])
     path.write_text(yaml.safe_dump(config))
@@ -203,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--preset", choices=("small", "cpu"), default="cpu", help="HDMConfig preset of the (untrained) model")
     parser.add_argument("--batch", type=int, default=16, help="max_batch_size, and the in-process batch size")
-    parser.add_argument("--batch-wait", type=float, default=None, help="batch_wait_timeout_s (default: one full batch's in-process time)")
+    parser.add_argument("--batch-wait", type=float, default=None, help="batch_wait_timeout_s (default: half of one full batch's in-process time)")
+    parser.add_argument("--call-linger-ms", type=float, default=None, help="ingress.call_linger_ms (default: half of one full batch's in-process time)")
     parser.add_argument("--frames-per-call", type=int, default=8, help="ingress.max_frames_per_call (capped at the batch size)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, in-process and in the Scorer (more than the free cores collapses)")
+    parser.add_argument("--torchscript", choices=("auto", "on", "off"), default="auto", help="the Scorer's (and in-process) TorchScript choice")
     parser.add_argument("--seconds", type=float, default=20.0, help="rough length of each measured phase")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -220,27 +224,38 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = make_model(workdir, args.preset, args.image_size)
         registry = ModelRegistry(workdir / "models")
         registry.publish(PRODUCT, run_dir)
-        model = in_process(run_dir, args.batch, args.threads, seconds=min(args.seconds / 2, 10.0))
-        args.expected_fps = model["batch_fps"]
+        measure = functools.partial(in_process, run_dir, args.batch, args.threads, min(args.seconds / 2, 10.0), args.torchscript)
+        before = measure()
+        args.expected_fps = before["batch_fps"]
+        # A frame waits at most about one full batch's time for its batch: half of it in the
+        # ingress, gathering frames into calls (fewer calls leave the CPU to the model), half
+        # in Serve's @serve.batch, which forms the next batch while one runs.
+        if args.call_linger_ms is None:
+            args.call_linger_ms = round(1000 * before["batch_seconds"] / 2)
         if args.batch_wait is None:
-            args.batch_wait = round(model["batch_seconds"], 3)
-            log(f"batch_wait_timeout_s = {args.batch_wait} (one full batch: Serve forms the next batch while one runs)")
+            args.batch_wait = round(before["batch_seconds"] / 2, 3)
+        log(f"ingress call_linger_ms = {args.call_linger_ms}, batch_wait_timeout_s = {args.batch_wait}")
         with TansuBroker(BrokerConfig(port=free_port(), partitions=4)) as broker:
             ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="serve")
             try:
-                count = max(int(model["batch_fps"] * args.seconds), 6 * args.batch)
+                count = max(int(before["batch_fps"] * args.seconds), 6 * args.batch)
                 batched = throughput(broker.bootstrap, registry.root, args.batch, count, args)
-                unbatched_count = max(int(model["single_fps"] * args.seconds), 4 * args.batch)
+                log("in-process again (the app is deleted; Ray idles): the machine's speed drifts by 10-30% here")
+                between = measure()
+                unbatched_count = max(int(before["single_fps"] * args.seconds), 4 * args.batch)
                 unbatched = throughput(broker.bootstrap, registry.root, 1, unbatched_count, args)
-                loads = {f"{int(100 * f)}%": latency(broker.bootstrap, registry.root, args.batch, f * model["batch_fps"], args) for f in (0.5, 0.9)}
+                capacity = (before["batch_fps"] + between["batch_fps"]) / 2
+                loads = {f"{int(100 * f)}%": latency(broker.bootstrap, registry.root, args.batch, f * capacity, args) for f in (0.5, 0.9)}
             finally:
                 serve.shutdown()
                 ray.shutdown()
-        log("in-process again, to see how much the shared machine's load moved")
-        after = in_process(run_dir, args.batch, args.threads, seconds=min(args.seconds / 2, 10.0))
-    # The machine is shared: the in-process reference is the mean of the runs before and after.
-    reference_fps = (model["batch_fps"] + after["batch_fps"]) / 2
-    batch_seconds = (model["batch_seconds"] + after["batch_seconds"]) / 2
+        log("in-process once more")
+        after = measure()
+    # The machine is shared and its speed drifts, so each end-to-end figure is compared with
+    # the in-process runs that bracket it: the batched phase with before/between, the
+    # latency phases with between/after.
+    reference_fps = (before["batch_fps"] + between["batch_fps"]) / 2
+    batch_seconds = (between["batch_seconds"] + after["batch_seconds"]) / 2
     ratios = {
         "e2e_vs_in_process": (batched["fps"] / reference_fps, ">= 0.85", lambda v: v >= 0.85),
         "batched_vs_unbatched": (batched["fps"] / unbatched["fps"], ">= 1.5", lambda v: v >= 1.5),
@@ -249,10 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "setup": {
             "model": f"HDMConfig.{args.preset}({args.image_size})", "batch": args.batch, "batch_wait_timeout_s": args.batch_wait,
-            "frames_per_call": args.frames_per_call,
+            "call_linger_ms": args.call_linger_ms, "frames_per_call": args.frames_per_call, "torchscript": args.torchscript,
             "torch_threads": args.threads, "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
         },
-        "in_process": {"before": model, "after": after, "reference_fps": reference_fps, "full_batch_seconds": batch_seconds},
+        "in_process": {"before": before, "between": between, "after": after, "reference_fps": reference_fps, "full_batch_seconds": batch_seconds},
         "end_to_end": {"batched": batched, "unbatched": unbatched},
         "latency": loads,
         "targets": {name: {"value": value, "target": text, "met": check(value)} for name, (value, text, check) in ratios.items()},

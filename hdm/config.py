@@ -17,6 +17,9 @@ from hdm.typed_config import ConfigError, from_mapping
 
 ABLATIONS = ("none", "paste-dagm", "no-pom", "recon-only")
 Ablation = Literal["none", "paste-dagm", "no-pom", "recon-only"]
+# Whether inference runs through a TorchScript trace (hdm.torchscript); "auto": on CPUs.
+TORCHSCRIPT_CHOICES = ("auto", "on", "off")
+TorchScript = Literal["auto", "on", "off"]
 
 
 @dataclass

@@ -16,10 +16,11 @@ import torch
 
 from hdm.calibration import Calibration
 from hdm.checkpoint import content_hash, load_checkpoint
-from hdm.config import HDMConfig
+from hdm.config import HDMConfig, TorchScript
 from hdm.data.images import to_tensor
 from hdm.models import HDMModel, InferenceOutput
 from hdm.precision import autocast, resolve_device
+from hdm.torchscript import trace_anomaly_maps, wants_torchscript
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Detector:
         device: torch.device,
         meta: dict[str, Any] | None = None,
         max_batch: int = 32,
+        torchscript: TorchScript = "off",
     ) -> None:
         self.model = model.to(device).eval()
         self.config = config
@@ -53,14 +55,20 @@ class Detector:
         self.device = device
         self.meta = meta or {}
         self.max_batch = max_batch
+        # The maps through a TorchScript trace (see hdm.torchscript), or eager when None.
+        self._traced = trace_anomaly_maps(self.model, device) if wants_torchscript(torchscript, device) else None
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "auto") -> Detector:
+    def load(cls, run_dir: str | Path, device: str | torch.device = "auto", torchscript: TorchScript = "off") -> Detector:
         """Raises hdm.checkpoint.CheckpointError for a directory that is not a checkpoint."""
         resolved = resolve_device(device)
         ckpt = load_checkpoint(run_dir, device=resolved)
         version = str(ckpt.meta.get("version") or content_hash(run_dir))
-        return cls(ckpt.model, ckpt.config, ckpt.calibration, version, resolved, ckpt.meta)
+        return cls(ckpt.model, ckpt.config, ckpt.calibration, version, resolved, ckpt.meta, torchscript=torchscript)
+
+    @property
+    def traced(self) -> bool:
+        return self._traced is not None
 
     @property
     def image_size(self) -> int:
@@ -68,8 +76,14 @@ class Detector:
 
     def run(self, x: torch.Tensor) -> InferenceOutput:
         """The model on a prepared batch (B, 3, S, S) in [-1, 1]; float32 outputs on the CPU."""
+        x = x.to(self.device)
         with torch.inference_mode(), autocast(self.device, self.config.precision):
-            out = self.model(x.to(self.device))
+            if self._traced is None:
+                out = self.model(x)
+            else:
+                self.model.check_input(x)
+                maps = self._traced(x)
+                out = InferenceOutput(self.model.scorer.score(maps), maps)
         return InferenceOutput(out.pred_score.float().cpu(), out.anomaly_map.float().cpu())
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> list[Prediction]:

@@ -48,3 +48,22 @@ def test_scores_do_not_depend_on_batch_companions(run_dir):
 def test_load_rejects_a_non_checkpoint(tmp_path):
     with pytest.raises(CheckpointError):
         Detector.load(tmp_path, device="cpu")
+
+
+def test_torchscript_trace_scores_like_eager_at_every_batch_size(run_dir):
+    eager = Detector.load(run_dir, device="cpu", torchscript="off")
+    traced = Detector.load(run_dir, device="cpu", torchscript="on")
+    assert traced.traced and not eager.traced
+    rng = np.random.default_rng(2)
+    for batch in (1, 3, 5):  # the trace was made with 2 images
+        images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+        for a, b in zip(eager.predict(images), traced.predict(images), strict=True):
+            assert b.score == pytest.approx(a.score, abs=1e-5)
+            np.testing.assert_allclose(b.anomaly_map, a.anomaly_map, atol=1e-5)
+            assert (a.anomalous, a.anomalous_area) == (b.anomalous, b.anomalous_area)
+
+
+def test_torchscript_auto_traces_on_cpu_and_bad_choices_are_refused(run_dir):
+    assert Detector.load(run_dir, device="cpu", torchscript="auto").traced
+    with pytest.raises(ValueError, match="torchscript"):
+        Detector.load(run_dir, device="cpu", torchscript="yes")  # type: ignore[arg-type]

@@ -48,8 +48,15 @@ class HDMModel(nn.Module):
         # fp32 before the sigmoid: bf16 probabilities would tie scores and cost AUROC.
         return torch.sigmoid(self.segment(x, x0_hat).float())
 
-    def forward(self, x: torch.Tensor) -> InferenceOutput:
+    def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"expected (B, 3, {self.image_size}, {self.image_size}) input, got {tuple(x.shape)}")
-        maps = self.scorer.smooth(self.pixel_map(x, self.reconstruct(x)))
+
+    def anomaly_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Smoothed pixel anomaly probabilities (B,1,S,S): all of the network work, shape checks aside."""
+        return self.scorer.smooth(self.pixel_map(x, self.reconstruct(x)))
+
+    def forward(self, x: torch.Tensor) -> InferenceOutput:
+        self.check_input(x)
+        maps = self.anomaly_maps(x)
         return InferenceOutput(pred_score=self.scorer.score(maps), anomaly_map=maps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hdm.config import TORCHSCRIPT_CHOICES
 from services.config import ConfigError, KafkaConfig, TelemetryConfig, load_dataclass
 from services.registry import RegistryConfig
 
@@ -29,6 +30,11 @@ class IngressConfig:
     # call: Serve's cost is per call (routing, RPC), and @serve.batch counts frames, so
     # calls still merge into batches of max_batch_size. At most scorer.max_batch_size.
     max_frames_per_call: int = 8
+    # A call waits up to this long for more frames of its model (then goes part full),
+    # so that at moderate rates calls carry several frames (services/scoring/coalesce.py).
+    # On CPUs about half a full batch's time, with scorer.batch_wait_timeout_s the other
+    # half; 0 sends each poll's frames at once.
+    call_linger_ms: float = 0.0
     poll_timeout_ms: int = 100
     # Longest a fetch waits for new frames. Tansu answers an empty fetch only when this
     # expires (Kafka answers as data arrives), so it bounds the broker hop's latency.
@@ -50,6 +56,8 @@ class IngressConfig:
             raise ConfigError("ingress.replicas must be at least 1")
         if self.max_frames_per_call < 1:
             raise ConfigError("ingress.max_frames_per_call must be at least 1")
+        if self.call_linger_ms < 0:
+            raise ConfigError("ingress.call_linger_ms must be >= 0")
         if self.max_in_flight < 1:
             raise ConfigError("ingress.max_in_flight must be at least 1")
         if not 0.0 <= self.resume_fraction < 1.0:
@@ -71,6 +79,9 @@ class ScorerConfig:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     device: str = "auto"
+    # Run the model through a TorchScript trace: "auto" does on CPUs, where eager ops
+    # contend for the GIL with the replica's request handling (see hdm.torchscript).
+    torchscript: str = "auto"
     torch_threads: int = 0  # 0 leaves torch's default; on small CPUs leave a core to the ingress
     # Autoscaling on ongoing requests per replica.
     min_replicas: int = 1
@@ -84,6 +95,8 @@ class ScorerConfig:
     def __post_init__(self) -> None:
         if self.heatmaps not in HEATMAP_POLICIES:
             raise ConfigError(f"scorer.heatmaps must be one of {', '.join(HEATMAP_POLICIES)}, got {self.heatmaps!r}")
+        if self.torchscript not in TORCHSCRIPT_CHOICES:
+            raise ConfigError(f"scorer.torchscript must be one of {', '.join(TORCHSCRIPT_CHOICES)}, got {self.torchscript!r}")
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ConfigError("scorer.max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
         if not 1 <= self.min_replicas <= self.max_replicas:

@@ -1,10 +1,11 @@
 """The FrameIngress deployment: frames in from Kafka, results out to Kafka, at least once.
 
 One thread polls Kafka (the consumer is not thread-safe, and the group coordinator
-needs it polled on time whatever scoring does); it decodes and validates each frame
-and hands the frames of each poll, grouped by model, to the replica's event loop with
-`run_coroutine_threadsafe`, where a coroutine scores them in one call through the
-Scorer's handle (Serve's cost is per call; the Scorer's @serve.batch merges calls),
+needs it polled on time whatever scoring does); it decodes and validates each frame,
+groups frames by model into calls (a call waits up to call_linger_ms to fill; see
+services/scoring/coalesce.py) and hands each call to the replica's event loop with
+`run_coroutine_threadsafe`, where a coroutine scores its frames through the Scorer's
+handle (Serve's cost is per call; the Scorer's @serve.batch merges calls),
 publishes each InspectionResult and reports each frame finished. The poll thread applies finished frames to an
 OffsetTracker and commits an offset only when every earlier frame of its partition
 has its result (or dead letter) acknowledged by the broker. Frames in flight are
@@ -35,6 +36,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from protos.hdm.v1 import frames_pb2
 from services.kafka_io import GROUND_TRUTH_HEADER, header, make_consumer, make_producer
 from services.registry import ModelRegistry, parse_announcement
+from services.scoring.coalesce import CallCoalescer
 from services.scoring.config import ScoringConfig
 from services.scoring.frames import FrameLimits, FrameRejected, decode_frame
 from services.scoring.ingress_metrics import IngressMetrics
@@ -69,6 +71,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self._ingress = ingress
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._ingress._send_calls(force=True)
         self._ingress._settle()
         self._ingress._commit(force=True)
         self._ingress._tracker.forget(revoked)
@@ -92,6 +95,7 @@ class FrameIngress:
         self._handles: dict[str, Any] = {}
         self._versions = ModelVersions(ModelRegistry(cfg.registry.root), cfg.ingress.registry_refresh_s)
         self._tracker = OffsetTracker()
+        self._calls: CallCoalescer[_Job] = CallCoalescer(cfg.ingress.max_frames_per_call, cfg.ingress.call_linger_ms / 1000.0)
         self._finished: queue.SimpleQueue[tuple[TopicPartition, int]] = queue.SimpleQueue()
         self._in_flight = 0  # the tracker's count, published by the poll thread for other threads
         self._paused = False
@@ -159,19 +163,26 @@ class FrameIngress:
         self._settle()
         self._commit()
         free = self._flow_control()
-        records = self._consumer.poll(timeout_ms=self._cfg.poll_timeout_ms, max_records=max(1, free))
-        by_model: dict[str, list[_Job]] = {}
+        records = self._consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=max(1, free))
         for partition, batch in records.items():
             for record in batch:
                 job = self._accept(partition, record)
-                if job is not None:
-                    by_model.setdefault(job.request.model_id, []).append(job)
-        size = self._cfg.max_frames_per_call
-        for jobs in by_model.values():
-            for start in range(0, len(jobs), size):
-                self._submit(self._process(jobs[start : start + size]))
+                full = None if job is None else self._calls.add(job.request.model_id, job)
+                if full:
+                    self._submit(self._process(full))
+        self._send_calls()
+
+    def _poll_timeout_ms(self) -> int:
+        """The poll's wait, cut short when held frames are due for their Scorer call."""
+        wait_s = self._calls.wait_s()
+        return self._cfg.poll_timeout_ms if wait_s is None else min(self._cfg.poll_timeout_ms, int(wait_s * 1000))
+
+    def _send_calls(self, force: bool = False) -> None:
+        for jobs in self._calls.due(force):
+            self._submit(self._process(jobs))
 
     def _finish(self) -> None:
+        self._send_calls(force=True)
         self._consumer.pause(*self._consumer.assignment())
         deadline = time.monotonic() + self._cfg.drain_timeout_s
         while self._tracker.in_flight() and time.monotonic() < deadline:

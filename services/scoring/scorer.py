@@ -66,7 +66,7 @@ class Scorer:
         from hdm.inference import Detector
 
         version = self._registry.resolve(model_id)
-        return await asyncio.to_thread(Detector.load, version.path, self._cfg.device)
+        return await asyncio.to_thread(Detector.load, version.path, self._cfg.device, self._cfg.torchscript)  # type: ignore[arg-type]
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Score the frames of one call (one model); Serve batches concurrent calls into score_batch."""
