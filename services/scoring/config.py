@@ -69,11 +69,13 @@ class IngressConfig:
 @dataclass
 class ScorerConfig:
     # Dynamic batching (@serve.batch); changed in place through user_config. Serve forms
-    # the next batch while one runs, so batch_wait_timeout_s should be about one full
-    # batch's compute time: shorter, and under load small batches queue up behind the
-    # running one and the scorer never catches up.
+    # the next batch while one runs, on a timer. With paced_batching a forming batch waits
+    # only as long as the running one still needs (0 when the replica is idle), so batches
+    # grow with the load (services/scoring/pacing.py); batch_wait_timeout_s is then the
+    # upper bound, about one full batch's compute time. Without pacing it is the fixed wait.
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.05
+    paced_batching: bool = True
     heatmaps: str = "anomalous"  # anomalous | all | none: which results carry PNG heatmaps
     # Resources per replica: num_gpus 1 on GPU nodes, 0 runs on the CPU.
     num_gpus: float = 0.0
