@@ -317,6 +317,15 @@ def test_a_frame_the_scorer_cannot_score_goes_to_the_dlq_and_the_stream_goes_on(
         assert letter.reason == frames_pb2.DeadLetter.REASON_SCORING_FAILED and "does not match config" in letter.detail
 
 
+def test_a_scorer_replica_loads_and_runs_every_usable_model_before_it_takes_frames(serve_process, registry):
+    from ray import serve
+
+    scorer = serve.get_deployment_handle("Scorer", app_name="inspection")
+    warmed = scorer.warmed_models.remote().result(timeout_s=30)
+    # "broken" cannot be loaded: it is skipped with a warning, and the replica serves the rest.
+    assert sorted(warmed) == sorted(registry.latest(p).model_id for p in ("tile", "swap"))
+
+
 def _replica_actor(deployment: str):
     import ray
 

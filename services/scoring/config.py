@@ -91,6 +91,11 @@ class ScorerConfig:
     # contend for the GIL with the replica's request handling (see hdm.torchscript).
     torchscript: str = "auto"
     torch_threads: int = 0  # 0 leaves torch's default; on small CPUs leave a core to the ingress
+    # A starting replica loads the latest version of each registered product (as many as
+    # it keeps) and runs full batches through each before it reports ready, so frames
+    # routed to a new replica (a scale-up under load) pay neither the load nor the first,
+    # slow runs of a trace.
+    warmup: bool = True
     # Autoscaling on ongoing requests per replica.
     min_replicas: int = 1
     max_replicas: int = 4

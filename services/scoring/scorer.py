@@ -11,9 +11,11 @@ version is simply a new id: frames switch to it as the ingress asks for it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import numpy as np
 from opentelemetry.trace import SpanKind
 from ray import serve
 
@@ -33,11 +35,16 @@ def frames_in(calls: list[list[ScoreRequest]]) -> int:
 # Models (product versions) one replica keeps loaded. Fixed by the decorator, so not
 # in config; old versions fall out of it as frames move to new ones.
 MODELS_PER_REPLICA = 4
+# Runs of a full batch per model at warm-up: a TorchScript module optimises itself during
+# its first runs, which are several times slower than the later ones.
+WARMUP_RUNS = 2
+
+log = logging.getLogger(__name__)
 
 
 @serve.deployment(name="Scorer")
 class Scorer:
-    def __init__(self, registry_root: str, scorer: dict[str, Any], telemetry: dict[str, Any]):
+    async def __init__(self, registry_root: str, scorer: dict[str, Any], telemetry: dict[str, Any]):
         import torch
 
         self._cfg = load_dataclass(ScorerConfig, scorer, "scorer")
@@ -53,6 +60,26 @@ class Scorer:
         self._batch_sizes = meter.create_histogram("hdm.scorer.batch_size", unit="{frame}", description="frames per scored batch")
         self._batch_seconds = meter.create_histogram("hdm.scorer.batch_duration", unit="s", description="forward pass time of a batch")
         self._scored = meter.create_counter("hdm.scorer.frames", unit="{frame}", description="frames scored")
+        self._warmed: list[str] = []
+        if self._cfg.warmup:
+            await self._warm_up()
+
+    async def _warm_up(self) -> None:
+        """Load the latest version of each registered product and run full batches through it."""
+        latest = [v for v in (self._registry.latest(p) for p in self._registry.products()) if v is not None]
+        for version in latest[:MODELS_PER_REPLICA]:
+            try:
+                detector = await self.get_model(version.model_id)
+                blank = np.zeros((self._cfg.max_batch_size, detector.image_size, detector.image_size, 3), np.uint8)
+                for _ in range(WARMUP_RUNS):
+                    await asyncio.to_thread(detector.predict, blank)
+                self._warmed.append(version.model_id)
+            except Exception as exc:  # noqa: BLE001 - one broken version must not keep the replica from serving the others
+                log.warning("warm-up of %s failed: %s", version.model_id, exc)
+
+    def warmed_models(self) -> list[str]:
+        """Model ids this replica loaded and ran at start."""
+        return list(self._warmed)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batching and heatmap policy from the deployment's user_config, applied without a restart."""
