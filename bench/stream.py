@@ -112,7 +112,7 @@ def serve_schema(kafka: KafkaConfig, registry: Path, batch: int, args: argparse.
     app["ingress"].update(
         group_id=f"bench-{uuid.uuid4().hex[:6]}", max_in_flight=max(64, 8 * batch), drain_timeout_s=10.0,
         max_frames_per_call=min(args.frames_per_call, batch), call_linger_ms=args.call_linger_ms,
-        eager_calls=args.eager_calls, fetch_max_wait_ms=args.fetch_max_wait_ms,
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
     )
     app["scorer"].update(
         max_batch_size=batch, batch_wait_timeout_s=args.batch_wait, torch_threads=args.threads,
@@ -209,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-wait", type=float, default=None, help="batch_wait_timeout_s (default: half of one full batch's in-process time)")
     parser.add_argument("--call-linger-ms", type=float, default=None, help="ingress.call_linger_ms (default: half of one full batch's in-process time)")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=25, help="ingress.fetch_max_wait_ms (Tansu answers an empty fetch at this timeout)")
-    parser.add_argument("--eager-calls", type=int, default=2, help="ingress.eager_calls: calls out before the linger applies")
     parser.add_argument("--frames-per-call", type=int, default=8, help="ingress.max_frames_per_call (capped at the batch size)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, in-process and in the Scorer (more than the free cores collapses)")
     parser.add_argument("--torchscript", choices=("auto", "on", "off"), default="auto", help="the Scorer's (and in-process) TorchScript choice")
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "setup": {
             "model": f"HDMConfig.{args.preset}({args.image_size})", "batch": args.batch, "batch_wait_timeout_s": args.batch_wait,
-            "call_linger_ms": args.call_linger_ms, "eager_calls": args.eager_calls, "fetch_max_wait_ms": args.fetch_max_wait_ms, "frames_per_call": args.frames_per_call, "torchscript": args.torchscript,
+            "call_linger_ms": args.call_linger_ms, "fetch_max_wait_ms": args.fetch_max_wait_ms, "frames_per_call": args.frames_per_call, "torchscript": args.torchscript,
             "torch_threads": args.threads, "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
         },
         "in_process": {"before": before, "between": between, "after": after, "reference_fps": reference_fps, "full_batch_seconds": batch_seconds},

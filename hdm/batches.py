@@ -89,7 +89,7 @@ class BatchBuilder:
         idx = self.rng.choice(len(self.images), size=n)
         x0, x_anom, mask = self.anomalies.diffusion(idx, denoiser, self.rng, self.generator)
         target = pom.refined_target(mask, x_anom, x0, self.cfg.pom)
-        keep = pom.visible(mask, target, x_anom, x0, self.cfg.pom)
+        keep = pom.visible(mask, target, x_anom, x0, self.cfg.pom, self.cfg.pom.diffusion_min_mean_change)
         self.bank.add(x_anom[keep], target[keep])
 
     def crude(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -126,6 +126,12 @@ class POMConfig:
     # whose mean change inside the mask is below min_mean_change: invisible anomalies are label noise.
     min_changed_fraction: float = 0.25
     min_mean_change: float = 0.03
+    # The bar for diffusion-made anomalies, None for the same as crude ones. A denoiser
+    # trained on normal images repairs much of what it is given, so its anomalies are
+    # fainter (median mean change ~0.04 against ~0.18 for cut-and-paste on magnetic
+    # tile); the faint ones it passes look normal to the denoiser as well, so D learns
+    # to flag normal variation from them.
+    diffusion_min_mean_change: float | None = None
     max_tries: int = 3
     difficulty_gamma: float = 1.0          # weight = 1 + gamma * (1 - p_detected)
     # Calibration on held-out normal images.

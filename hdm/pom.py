@@ -35,14 +35,19 @@ def refined_target(mask: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, c
     return mask * change_probability(x_anom, x0, cfg.change_scale)
 
 
-def visible(mask: torch.Tensor, target: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, cfg: POMConfig) -> torch.Tensor:
-    """(B,) bool: does each candidate change enough of its mask by enough to be a real anomaly?"""
+def visible(
+    mask: torch.Tensor, target: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, cfg: POMConfig, min_mean_change: float | None = None
+) -> torch.Tensor:
+    """(B,) bool: does each candidate change enough of its mask by enough to be a real anomaly?
+
+    `min_mean_change` overrides cfg.min_mean_change (diffusion-made candidates have their own bar).
+    """
     area = mask.flatten(1).sum(1)
     if not cfg.enabled:
         return area > 0
     kept = target.flatten(1).sum(1) / area.clamp_min(1)
     mean_change = (change_magnitude(x_anom, x0) * mask).flatten(1).sum(1) / area.clamp_min(1)
-    return (area > 0) & (kept >= cfg.min_changed_fraction) & (mean_change >= cfg.min_mean_change)
+    return (area > 0) & (kept >= cfg.min_changed_fraction) & (mean_change >= (cfg.min_mean_change if min_mean_change is None else min_mean_change))
 
 
 def difficulty_weights(prob: torch.Tensor, target: torch.Tensor, cfg: POMConfig) -> torch.Tensor:

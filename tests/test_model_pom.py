@@ -80,3 +80,21 @@ def test_diffusion_bank_is_refreshed_every_n_steps_and_whenever_empty():
     for step in range(7):
         builder.next(denoiser, step)
     assert len(refreshed) == 3  # steps 0, 3 and 6
+
+
+def test_diffusion_made_candidates_face_their_own_visibility_bar():
+    cfg = HDMConfig.small(32).with_overrides({"pom": {"min_mean_change": 0.03, "diffusion_min_mean_change": 0.08}})
+    images = torch.zeros(8, 3, 32, 32)
+    x0, x_anom, mask = _pair(0.05)  # visible by the crude bar, too faint by the diffusion one
+    target = pom.refined_target(mask, x_anom, x0, cfg.pom)
+    assert pom.visible(mask, target, x_anom, x0, cfg.pom).tolist() == [True]
+    assert pom.visible(mask, target, x_anom, x0, cfg.pom, cfg.pom.diffusion_min_mean_change).tolist() == [False]
+
+    def build(overrides):
+        builder = BatchBuilder(cfg.with_overrides(overrides), images, None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+        builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
+        builder.refresh_bank(denoiser=None)
+        return builder
+
+    assert len(build({}).bank) == 0
+    assert len(build({"pom": {"diffusion_min_mean_change": None}}).bank) == 1  # None: the crude bar

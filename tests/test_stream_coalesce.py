@@ -56,45 +56,7 @@ def test_forcing_sends_everything_held_and_zero_linger_holds_nothing():
     assert eager.wait_s() == 0.0 and eager.due() == [[1]]
 
 
-def test_below_eager_calls_a_polls_frames_go_at_once_together():
-    calls = CallCoalescer[int](max_size=8, linger_s=5.0, eager_calls=2, clock=Clock())
-    calls.add("a/v1", 1)
-    calls.add("a/v1", 2)  # both from one poll: they go together
-    assert calls.due() == [[1, 2]] and calls.in_flight("a/v1") == 1
-    calls.add("a/v1", 3)
-    assert calls.due() == [[3]] and calls.in_flight("a/v1") == 2
-
-
-def test_at_eager_calls_frames_wait_until_a_call_of_their_model_returns():
-    clock = Clock()
-    calls = CallCoalescer[int](max_size=8, linger_s=5.0, eager_calls=1, clock=clock)
-    calls.add("a/v1", 1)
-    assert calls.due() == [[1]]
-    calls.add("a/v1", 2)
-    calls.add("b/v1", 9)  # another model has nothing out: its frame does not wait for a/v1
-    assert calls.due() == [[9]]
-    calls.add("a/v1", 3)
-    clock.now += 1.0
-    assert calls.due() == [] and len(calls) == 2
-    calls.finished("a/v1")
-    assert calls.due() == [[2, 3]]
-
-
-def test_the_linger_and_a_full_call_still_bound_the_wait_at_eager_calls():
-    clock = Clock()
-    calls = CallCoalescer[int](max_size=3, linger_s=0.05, eager_calls=1, clock=clock)
-    calls.add("a/v1", 0)
-    calls.due()
-    calls.add("a/v1", 1)
-    clock.now += 0.051
-    assert calls.due() == [[1]] and calls.in_flight("a/v1") == 2
-    assert [calls.add("a/v1", i) for i in (2, 3, 4)] == [None, None, [2, 3, 4]]
-    for _ in range(3):
-        calls.finished("a/v1")
-    assert calls.in_flight("a/v1") == 0
-
-
-@pytest.mark.parametrize("max_size, linger_s, eager_calls", [(0, 0.1, 0), (4, -0.1, 0), (4, 0.1, -1)])
-def test_bad_settings_are_refused(max_size, linger_s, eager_calls):
+@pytest.mark.parametrize("max_size, linger_s", [(0, 0.1), (4, -0.1)])
+def test_bad_settings_are_refused(max_size, linger_s):
     with pytest.raises(ValueError):
-        CallCoalescer[int](max_size=max_size, linger_s=linger_s, eager_calls=eager_calls)
+        CallCoalescer[int](max_size=max_size, linger_s=linger_s)

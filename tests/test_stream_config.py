@@ -63,7 +63,6 @@ def test_gpu_and_environment_overrides(monkeypatch, tmp_path):
         (lambda c: c["applications"][0]["args"]["scorer"].update(heatmaps="some"), "heatmaps"),
         (lambda c: c["applications"][0]["args"]["scorer"].update(torchscript="maybe"), "torchscript"),
         (lambda c: c["applications"][0]["args"]["ingress"].update(call_linger_ms=-5), "call_linger_ms"),
-        (lambda c: c["applications"][0]["args"]["ingress"].update(eager_calls=-1), "eager_calls"),
         (lambda c: c["applications"][0]["args"]["scorer"].update(max_ongoing_requests=4), "max_ongoing_requests"),
         (lambda c: c["applications"][0]["args"]["ingress"].update(max_in_flight=1000), "max_in_flight"),
         (lambda c: c.update(proxy_location="Nowhere"), "not a Serve config"),

@@ -35,10 +35,6 @@ class IngressConfig:
     # On CPUs about half a full batch's time, with scorer.batch_wait_timeout_s the other
     # half; 0 sends each poll's frames at once.
     call_linger_ms: float = 0.0
-    # The linger applies only while this many calls of the frame's model are out (Nagle's
-    # rule, generalised): below it frames go at once, so a light stream pays no linger.
-    # 0 lingers always; 2 keeps one call running in the Scorer and one forming a batch.
-    eager_calls: int = 2
     poll_timeout_ms: int = 100
     # Longest a fetch waits for new frames. Tansu answers an empty fetch only when this
     # expires (Kafka answers as data arrives), so it bounds the broker hop's latency.
@@ -62,8 +58,6 @@ class IngressConfig:
             raise ConfigError("ingress.max_frames_per_call must be at least 1")
         if self.call_linger_ms < 0:
             raise ConfigError("ingress.call_linger_ms must be >= 0")
-        if self.eager_calls < 0:
-            raise ConfigError("ingress.eager_calls must be >= 0")
         if self.max_in_flight < 1:
             raise ConfigError("ingress.max_in_flight must be at least 1")
         if not 0.0 <= self.resume_fraction < 1.0:

@@ -2,12 +2,11 @@
 
 One thread polls Kafka (the consumer is not thread-safe, and the group coordinator
 needs it polled on time whatever scoring does); it decodes and validates each frame,
-groups frames by model into calls (while eager_calls calls of the model are out, the
-next one waits up to call_linger_ms to fill; see services/scoring/coalesce.py) and hands each call to
-the replica's event loop with `run_coroutine_threadsafe`, where a coroutine scores its
-frames through the Scorer's handle (Serve's cost is per call; the Scorer's @serve.batch
-merges calls), publishes each InspectionResult and reports each frame finished. The
-poll thread applies finished frames to an
+groups frames by model into calls (a call waits up to call_linger_ms to fill; see
+services/scoring/coalesce.py) and hands each call to the replica's event loop with
+`run_coroutine_threadsafe`, where a coroutine scores its frames through the Scorer's
+handle (Serve's cost is per call; the Scorer's @serve.batch merges calls),
+publishes each InspectionResult and reports each frame finished. The poll thread applies finished frames to an
 OffsetTracker and commits an offset only when every earlier frame of its partition
 has its result (or dead letter) acknowledged by the broker. Frames in flight are
 bounded: at the bound the partitions are paused until enough of them are done.
@@ -53,7 +52,6 @@ log = logging.getLogger("ray.serve")  # Serve writes it to the replica's log
 REPLICA_FAILURES = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError, BackPressureError)
 _MAX_BACKOFF_S = 2.0
 _ANNOUNCEMENT_POLL_S = 0.5
-_HELD_RECHECK_S = 0.005
 
 
 @dataclass
@@ -97,8 +95,7 @@ class FrameIngress:
         self._handles: dict[str, Any] = {}
         self._versions = ModelVersions(ModelRegistry(cfg.registry.root), cfg.ingress.registry_refresh_s)
         self._tracker = OffsetTracker()
-        self._calls: CallCoalescer[_Job] = CallCoalescer(
-            cfg.ingress.max_frames_per_call, cfg.ingress.call_linger_ms / 1000.0, cfg.ingress.eager_calls)
+        self._calls: CallCoalescer[_Job] = CallCoalescer(cfg.ingress.max_frames_per_call, cfg.ingress.call_linger_ms / 1000.0)
         self._finished: queue.SimpleQueue[tuple[TopicPartition, int]] = queue.SimpleQueue()
         self._in_flight = 0  # the tracker's count, published by the poll thread for other threads
         self._paused = False
@@ -178,13 +175,7 @@ class FrameIngress:
     def _poll_timeout_ms(self) -> int:
         """The poll's wait, cut short when held frames are due for their Scorer call."""
         wait_s = self._calls.wait_s()
-        if wait_s is None:
-            return self._cfg.poll_timeout_ms
-        if self._cfg.eager_calls:
-            # Held frames also go when a call of their model returns, on the event loop; a
-            # Kafka poll cannot be woken from there, so it looks again this soon.
-            wait_s = min(wait_s, _HELD_RECHECK_S)
-        return min(self._cfg.poll_timeout_ms, int(wait_s * 1000))
+        return self._cfg.poll_timeout_ms if wait_s is None else min(self._cfg.poll_timeout_ms, int(wait_s * 1000))
 
     def _send_calls(self, force: bool = False) -> None:
         for jobs in self._calls.due(force):
@@ -298,10 +289,7 @@ class FrameIngress:
     # ----- coroutines on the replica's event loop -----
 
     async def _process(self, jobs: list[_Job]) -> None:
-        try:
-            outcomes = await self._score(jobs)
-        finally:
-            self._calls.finished(jobs[0].request.model_id)
+        outcomes = await self._score(jobs)
         await asyncio.gather(*(self._complete(job, outcome) for job, outcome in zip(jobs, outcomes, strict=True)))
 
     async def _complete(self, job: _Job, outcome: ScoreResult | BaseException | None) -> None:
