@@ -199,8 +199,9 @@ class HDMConfig:
         grainy x0 estimates, so it predicts x0 ("sample") instead. DAGM keeps the product's
         fine texture under generated content and makes a quarter of the anomalies: in
         magnetic-tile runs of this budget more diffusion-made anomalies (or grainy ones)
-        lowered image AUROC, while this share raised pixel AUROC and pixel AP over plain
-        cut-and-paste (see the model report).
+        lowered image AUROC. It makes a new one every fourth step, not every step: the
+        generation's cost in training steps mattered more than the bank's freshness
+        (image AUROC 0.787 and 0.797 against 0.738 and 0.730 on two seeds; README).
         """
         return cls(
             image_size=image_size,
@@ -208,7 +209,7 @@ class HDMConfig:
             discriminator=DiscriminatorConfig(channels=(32, 64, 128, 128), patch_size=2),
             diffusion=DiffusionConfig(prediction_type="sample", recon_timesteps=(250,), train_t_max=500),
             dagm=DAGMConfig(t_range=(100, 400), reverse_steps=3, tau=0.5, keep_texture_sigma=2.0, diffusion_fraction=0.25,
-                            bank_size=48, bank_refresh_count=1),
+                            bank_size=48, bank_refresh_count=1, bank_refresh_every=4),
             train=TrainConfig(batch_size=8, warmup_steps=150, lr_denoiser=5e-4, lr_discriminator=1e-3, max_steps=4000),
         )
 

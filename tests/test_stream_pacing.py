@@ -1,43 +1,154 @@
-"""BatchPacer: a forming batch waits as long as the running batch still needs, within the configured bound."""
+"""BatchGate: batches form when the replica becomes free, not on a timer."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from types import SimpleNamespace
+
 import pytest
+from ray import serve
 
-from services.scoring.pacing import BatchPacer
-
-
-def test_an_idle_replica_starts_a_batch_at_once():
-    assert BatchPacer(max_wait_s=0.2).wait_s(now=5.0) == 0.0
+from services.scoring.pacing import BatchGate
 
 
-def test_a_forming_batch_waits_for_the_running_one_to_end_and_no_longer():
-    pacer = BatchPacer(max_wait_s=0.5)
-    pacer.started(now=0.0)
-    pacer.finished(now=0.2)                 # batches take about 0.2 s
-    assert pacer.wait_s(now=0.3) == 0.0     # idle again
-    pacer.started(now=10.0)
-    assert pacer.wait_s(now=10.05) == pytest.approx(0.15)
-    assert pacer.wait_s(now=10.19) == pytest.approx(0.01)
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
 
 
-def test_the_configured_wait_bounds_the_wait_and_covers_an_overrunning_batch():
-    pacer = BatchPacer(max_wait_s=0.1)
-    pacer.started(now=0.0)
-    assert pacer.wait_s(now=0.0) == pytest.approx(0.1)  # no history yet: the bound
-    pacer.finished(now=1.0)
-    pacer.started(now=2.0)
-    assert pacer.wait_s(now=2.5) == pytest.approx(0.1)  # 0.5 s left, but at most the bound
-    assert pacer.wait_s(now=3.5) == pytest.approx(0.1)  # past the expected end: one more bound, not 0
+def _admit(gate: BatchGate, frames: int) -> asyncio.Task:
+    return asyncio.get_running_loop().create_task(gate.admit(frames))
 
 
-def test_the_expected_duration_follows_recent_batches():
-    pacer = BatchPacer(max_wait_s=10.0, smoothing=0.5)
-    for start, took in ((0.0, 0.2), (1.0, 0.4)):
-        pacer.started(now=start)
-        pacer.finished(now=start + took)
-    pacer.started(now=5.0)
-    assert pacer.wait_s(now=5.0) == pytest.approx(0.3)
-    pacer.finished(now=5.1)
-    pacer.finished(now=5.2)  # a second finish without a start changes nothing
-    assert pacer.wait_s(now=6.0) == 0.0
+def test_an_idle_replica_takes_a_call_at_once_and_holds_the_next_until_the_batch_ends():
+    async def scenario():
+        gate = BatchGate(max_batch_size=8)
+        first = _admit(gate, 2)
+        await _settle()
+        assert first.done()
+        gate.started(2)
+        later = [_admit(gate, 2) for _ in range(3)]
+        await _settle()
+        assert not any(t.done() for t in later) and gate.held_frames == 6
+        gate.finished()
+        await _settle()
+        assert all(t.done() for t in later) and gate.held_frames == 0
+
+    asyncio.run(scenario())
+
+
+def test_calls_held_beyond_one_batch_wait_for_the_next_one():
+    async def scenario():
+        gate = BatchGate(max_batch_size=4)
+        await gate.admit(1)
+        gate.started(1)
+        calls = [_admit(gate, 3) for _ in range(3)]  # 9 frames held, 3 per call
+        await _settle()
+        # A full batch's worth is held: the first call goes now, to be next in line, and
+        # no other until that batch starts (3 + 3 frames would not fit in 4).
+        assert [t.done() for t in calls] == [True, False, False]
+        gate.finished()
+        await _settle()
+        assert [t.done() for t in calls] == [True, False, False]  # that call's batch has not started
+        gate.started(3)
+        await _settle()
+        assert [t.done() for t in calls] == [True, True, False]   # 6 frames held: a full batch again
+        gate.finished()
+        gate.started(3)
+        await _settle()
+        assert [t.done() for t in calls] == [True, True, False]   # 3 held: they wait for the replica
+        gate.finished()
+        await _settle()
+        assert all(t.done() for t in calls)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_held_call_gives_up_its_place():
+    async def scenario():
+        gate = BatchGate(max_batch_size=4)
+        await gate.admit(1)
+        gate.started(1)
+        gone, kept = _admit(gate, 2), _admit(gate, 1)
+        await _settle()
+        gone.cancel()
+        await _settle()
+        assert gate.held_frames == 1
+        gate.finished()
+        await _settle()
+        assert kept.done()
+
+    asyncio.run(scenario())
+
+
+def test_frames_let_in_that_never_reach_a_batch_stop_blocking_the_gate():
+    async def scenario():
+        gate = BatchGate(max_batch_size=4, stale_after_s=0.05)
+        await gate.admit(2)                   # its call dies before Serve batches it
+        waiting = _admit(gate, 3)             # 2 + 3 frames: not the same batch
+        await _settle()
+        assert not waiting.done()
+        await asyncio.sleep(0.1)
+        await _settle()
+        assert waiting.done()
+
+    asyncio.run(scenario())
+
+
+def _scorer(gate: BatchGate | None, batch_seconds: float):
+    """Serve's own @serve.batch behind the gate (or not), with a model that takes batch_seconds per batch."""
+
+    class Scorer:
+        def __init__(self) -> None:
+            self.batch_sizes: list[int] = []
+
+        async def score(self, frames: list[int]) -> list[int]:
+            if gate is not None:
+                await gate.admit(len(frames))
+            return await self.score_batch(frames)
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0, batch_size_fn=lambda calls: sum(map(len, calls)))
+        async def score_batch(self, calls: list[list[int]]) -> list[list[int]]:
+            frames = sum(map(len, calls))
+            if gate is not None:
+                gate.started(frames)
+            self.batch_sizes.append(frames)
+            await asyncio.sleep(batch_seconds)
+            if gate is not None:
+                gate.finished()
+            return calls
+
+    return Scorer()
+
+
+def _stream(gate: BatchGate | None, calls: int, interval_s: float, batch_seconds: float) -> tuple[float, list[int]]:
+    """Calls of one frame every interval_s; the seconds until the last result, and the batch sizes."""
+
+    async def scenario():
+        scorer = _scorer(gate, batch_seconds)
+        started = time.monotonic()
+        tasks = []
+        for i in range(calls):
+            tasks.append(asyncio.create_task(scorer.score([i])))
+            await asyncio.sleep(interval_s)
+        assert await asyncio.gather(*tasks) == [[i] for i in range(calls)]
+        return time.monotonic() - started, scorer.batch_sizes
+
+    return asyncio.run(scenario())
+
+
+def test_near_capacity_the_gate_grows_batches_where_serves_timer_falls_behind(monkeypatch):
+    # @serve.batch looks up its replica's max_ongoing_requests, only to warn.
+    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
+    # A frame every 20 ms, a batch of any size 35 ms: one frame per batch cannot keep up.
+    timer_s, timer_sizes = _stream(None, calls=40, interval_s=0.02, batch_seconds=0.035)
+    gated_s, gated_sizes = _stream(BatchGate(max_batch_size=8), calls=40, interval_s=0.02, batch_seconds=0.035)
+    assert max(timer_sizes) == 1 and timer_s > 1.2     # 40 batches of one, back to back
+    assert gated_s < 0.75 * timer_s
+    assert len(gated_sizes) <= 25 and max(gated_sizes) <= 8
+
+
+if __name__ == "__main__":
+    raise SystemExit(pytest.main([__file__]))

@@ -68,11 +68,11 @@ class IngressConfig:
 
 @dataclass
 class ScorerConfig:
-    # Dynamic batching (@serve.batch); changed in place through user_config. Serve forms
-    # the next batch while one runs, on a timer. With paced_batching a forming batch waits
-    # only as long as the running one still needs (0 when the replica is idle), so batches
-    # grow with the load (services/scoring/pacing.py); batch_wait_timeout_s is then the
-    # upper bound, about one full batch's compute time. Without pacing it is the fixed wait.
+    # Dynamic batching (@serve.batch); changed in place through user_config. Serve closes
+    # a batch on a timer, busy replica or not. With paced_batching the replica's calls are
+    # held while a batch runs and go in together when it ends, so a batch is what arrived
+    # during the previous one (services/scoring/pacing.py) and batch_wait_timeout_s is not
+    # used; without pacing it is Serve's fixed wait.
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.05
     paced_batching: bool = True

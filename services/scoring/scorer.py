@@ -23,7 +23,7 @@ from services.config import TelemetryConfig, load_dataclass
 from services.registry import ModelRegistry, parse_model_id
 from services.scoring.config import HEATMAP_POLICIES, ScorerConfig
 from services.scoring.messages import ScoreRequest, ScoreResult
-from services.scoring.pacing import BatchPacer
+from services.scoring.pacing import BatchGate
 from services.telemetry import extract_context, setup_telemetry
 
 
@@ -52,7 +52,7 @@ class Scorer:
             torch.set_num_threads(self._cfg.torch_threads)
         self._registry = ModelRegistry(registry_root)
         self._heatmaps = self._cfg.heatmaps
-        self._pacer = BatchPacer(self._cfg.batch_wait_timeout_s) if self._cfg.paced_batching else None
+        self._gate = BatchGate(self._cfg.max_batch_size) if self._cfg.paced_batching else None
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._telemetry = setup_telemetry(load_dataclass(TelemetryConfig, telemetry, "telemetry"), "scoring.scorer")
         self._tracer = self._telemetry.tracer("hdm.scoring.scorer")
@@ -83,11 +83,14 @@ class Scorer:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batching and heatmap policy from the deployment's user_config, applied without a restart."""
-        self.score_batch.set_max_batch_size(int(user_config.get("max_batch_size", self._cfg.max_batch_size)))
-        wait_s = float(user_config.get("batch_wait_timeout_s", self._cfg.batch_wait_timeout_s))
+        max_batch_size = int(user_config.get("max_batch_size", self._cfg.max_batch_size))
+        self.score_batch.set_max_batch_size(max_batch_size)
+        # Paced, the gate closes batches (it lets a batch's worth in when the replica frees
+        # up), so Serve takes what is queued at once.
+        wait_s = 0.0 if self._gate is not None else float(user_config.get("batch_wait_timeout_s", self._cfg.batch_wait_timeout_s))
         self.score_batch.set_batch_wait_timeout_s(wait_s)
-        if self._pacer is not None:
-            self._pacer.max_wait_s = wait_s
+        if self._gate is not None:
+            self._gate.max_batch_size = max_batch_size
         heatmaps = user_config.get("heatmaps", self._heatmaps)
         if heatmaps not in HEATMAP_POLICIES:
             raise ValueError(f"heatmaps must be one of {', '.join(HEATMAP_POLICIES)}, got {heatmaps!r}")
@@ -102,30 +105,31 @@ class Scorer:
 
     async def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Score the frames of one call (one model); Serve batches concurrent calls into score_batch."""
-        if self._pacer is not None:
-            # Read by Serve when this call opens a new batch (see services/scoring/pacing.py).
-            self.score_batch.set_batch_wait_timeout_s(self._pacer.wait_s(time.monotonic()))
+        if self._gate is not None:
+            await self._gate.admit(len(requests))  # see services/scoring/pacing.py
         return await self.score_batch(requests)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, batch_size_fn=frames_in)
     async def score_batch(self, calls: list[list[ScoreRequest]]) -> list[list[ScoreResult]]:
         # Serve splits batches by multiplexed model id, so one batch is one model.
         requests = [request for call in calls for request in call]
+        if self._gate is not None:
+            self._gate.started(len(requests))
+        try:
+            results = iter(await self._run_batch(requests))
+        finally:
+            if self._gate is not None:
+                self._gate.finished()
+        self._batch_sizes.record(len(requests))
+        self._scored.add(len(requests), {"model": requests[0].model_id})
+        return [[next(results) for _ in call] for call in calls]
+
+    async def _run_batch(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         model_id = requests[0].model_id
         if any(r.model_id != model_id for r in requests):
             raise ValueError("a batch mixed model ids; call score() with multiplexed_model_id set")
         detector = await self.get_model(model_id)
-        started = time.time()
-        if self._pacer is not None:
-            self._pacer.started(time.monotonic())
-        try:
-            results = iter(await asyncio.to_thread(self._predict, detector, model_id, requests, started))
-        finally:
-            if self._pacer is not None:
-                self._pacer.finished(time.monotonic())
-        self._batch_sizes.record(len(requests))
-        self._scored.add(len(requests), {"model": model_id})
-        return [[next(results) for _ in call] for call in calls]
+        return await asyncio.to_thread(self._predict, detector, model_id, requests, time.time())
 
     def _predict(self, detector: Any, model_id: str, requests: list[ScoreRequest], started: float) -> list[ScoreResult]:
         _, version = parse_model_id(model_id)
