@@ -21,6 +21,14 @@ def _admit(gate: BatchGate, frames: int) -> asyncio.Task:
     return asyncio.get_running_loop().create_task(gate.admit(frames))
 
 
+async def _busy(max_batch_size: int) -> BatchGate:
+    """A gate whose replica is running a batch of one frame."""
+    gate = BatchGate(max_batch_size)
+    await gate.admit(1)
+    gate.started(1)
+    return gate
+
+
 def test_an_idle_replica_takes_a_call_at_once_and_holds_the_next_until_the_batch_ends():
     async def scenario():
         gate = BatchGate(max_batch_size=8)
@@ -40,9 +48,7 @@ def test_an_idle_replica_takes_a_call_at_once_and_holds_the_next_until_the_batch
 
 def test_calls_held_beyond_one_batch_wait_for_the_next_one():
     async def scenario():
-        gate = BatchGate(max_batch_size=4)
-        await gate.admit(1)
-        gate.started(1)
+        gate = await _busy(max_batch_size=4)
         calls = [_admit(gate, 3) for _ in range(3)]  # 9 frames held, 3 per call
         await _settle()
         # A full batch's worth is held: the first call goes now, to be next in line, and
@@ -67,9 +73,7 @@ def test_calls_held_beyond_one_batch_wait_for_the_next_one():
 
 def test_a_cancelled_held_call_gives_up_its_place():
     async def scenario():
-        gate = BatchGate(max_batch_size=4)
-        await gate.admit(1)
-        gate.started(1)
+        gate = await _busy(max_batch_size=4)
         gone, kept = _admit(gate, 2), _admit(gate, 1)
         await _settle()
         gone.cancel()
