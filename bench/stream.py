@@ -124,7 +124,7 @@ def serve_schema(kafka: KafkaConfig, registry: Path, batch: int, args: argparse.
     app["ingress"].update(
         group_id=f"bench-{uuid.uuid4().hex[:6]}", max_in_flight=max(64, 8 * batch), drain_timeout_s=10.0,
         max_frames_per_call=min(args.frames_per_call, batch), call_linger_ms=args.call_linger_ms,
-        fetch_max_wait_ms=args.fetch_max_wait_ms,
+        call_linger_when_idle=args.linger_when_idle, fetch_max_wait_ms=args.fetch_max_wait_ms,
     )
     app["scorer"].update(
         max_batch_size=batch, batch_wait_timeout_s=args.batch_wait, paced_batching=not args.unpaced, torch_threads=args.threads,
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="max_batch_size, and the in-process batch size")
     parser.add_argument("--batch-wait", type=float, default=None, help="batch_wait_timeout_s, used only with --unpaced (default: half of one full batch's in-process time)")
     parser.add_argument("--call-linger-ms", type=float, default=None, help="ingress.call_linger_ms (default: half of one full batch's in-process time)")
+    parser.add_argument("--linger-when-idle", action="store_true", help="ingress.call_linger_when_idle: linger even with no call at the Scorer")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=25, help="ingress.fetch_max_wait_ms (Tansu answers an empty fetch at this timeout)")
     parser.add_argument("--unpaced", action="store_true", help="scorer.paced_batching off: Serve closes batches on its timer")
     parser.add_argument("--frames-per-call", type=int, default=8, help="ingress.max_frames_per_call (capped at the batch size)")
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "setup": {
             "model": f"HDMConfig.{args.preset}({args.image_size})", "batch": args.batch, "paced_batching": not args.unpaced, "batch_wait_timeout_s": args.batch_wait,
-            "call_linger_ms": args.call_linger_ms, "fetch_max_wait_ms": args.fetch_max_wait_ms, "frames_per_call": args.frames_per_call, "torchscript": args.torchscript,
+            "call_linger_ms": args.call_linger_ms, "call_linger_when_idle": args.linger_when_idle, "fetch_max_wait_ms": args.fetch_max_wait_ms, "frames_per_call": args.frames_per_call, "torchscript": args.torchscript,
             "torch_threads": args.threads, "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
         },
         "in_process": {"before": before, "between": between, "after": after, "reference_fps": reference_fps, "full_batch_seconds": batch_seconds},

@@ -56,6 +56,31 @@ def test_forcing_sends_everything_held_and_zero_linger_holds_nothing():
     assert eager.wait_s() == 0.0 and eager.due() == [[1]]
 
 
+def test_nagle_rule_a_call_begun_with_nothing_out_goes_at_once_with_its_poll():
+    clock = Clock()
+    out = {"calls": 0}
+    calls = CallCoalescer[int](max_size=8, linger_s=0.1, clock=clock, busy=lambda: out["calls"] > 0)
+    calls.add("a/v1", 1)
+    calls.add("a/v1", 2)  # same poll
+    assert calls.wait_s() == 0.0 and calls.due() == [[1, 2]]
+    out["calls"] = 1
+    calls.add("a/v1", 3)
+    clock.now += 0.05
+    assert calls.due() == [] and calls.wait_s() == pytest.approx(0.05)  # begun while a call is out: fill it
+    out["calls"] = 0
+    assert calls.due() == []  # the earlier call came back: this one still waits out its linger
+    clock.now += 0.06
+    assert calls.due() == [[3]]
+    calls.add("b/v1", 4)
+    assert calls.due() == [[4]] and len(calls) == 0
+
+
+def test_without_busy_predicate_every_part_full_call_lingers():
+    calls = CallCoalescer[int](max_size=8, linger_s=0.1, clock=Clock())
+    calls.add("a/v1", 1)
+    assert calls.due() == [] and calls.wait_s() == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("max_size, linger_s", [(0, 0.1), (4, -0.1)])
 def test_bad_settings_are_refused(max_size, linger_s):
     with pytest.raises(ValueError):

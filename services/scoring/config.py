@@ -32,9 +32,12 @@ class IngressConfig:
     max_frames_per_call: int = 8
     # A call waits up to this long for more frames of its model (then goes part full),
     # so that at moderate rates calls carry several frames (services/scoring/coalesce.py).
-    # On CPUs about half a full batch's time, with scorer.batch_wait_timeout_s the other
-    # half; 0 sends each poll's frames at once.
+    # On CPUs about half a full batch's time; 0 sends each poll's frames at once.
     call_linger_ms: float = 0.0
+    # False (Nagle's rule at arrival): a call whose first frame finds no call of this
+    # replica at the Scorer goes at once, so a quiet line pays no linger; calls begun while
+    # one is out linger as usual. True: every part-full call waits out the linger.
+    call_linger_when_idle: bool = False
     poll_timeout_ms: int = 100
     # Longest a fetch waits for new frames. Tansu answers an empty fetch only when this
     # expires (Kafka answers as data arrives), so it bounds the broker hop's latency.

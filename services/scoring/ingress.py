@@ -2,14 +2,15 @@
 
 One thread polls Kafka (the consumer is not thread-safe, and the group coordinator
 needs it polled on time whatever scoring does); it decodes and validates each frame,
-groups frames by model into calls (a call waits up to call_linger_ms to fill; see
-services/scoring/coalesce.py) and hands each call to the replica's event loop with
-`run_coroutine_threadsafe`, where a coroutine scores its frames through the Scorer's
-handle (Serve's cost is per call; the Scorer's @serve.batch merges calls),
-publishes each InspectionResult and reports each frame finished. The poll thread applies finished frames to an
-OffsetTracker and commits an offset only when every earlier frame of its partition
-has its result (or dead letter) acknowledged by the broker. Frames in flight are
-bounded: at the bound the partitions are paused until enough of them are done.
+groups frames by model into calls (while an earlier call is out, a call waits up to
+call_linger_ms to fill; see services/scoring/coalesce.py) and hands each call to the
+replica's event loop with `run_coroutine_threadsafe`, where a coroutine scores its
+frames through the Scorer's handle (Serve's cost is per call; the Scorer's @serve.batch
+merges calls), publishes each InspectionResult and reports each frame finished. The
+poll thread applies finished frames to an OffsetTracker and commits an offset only when
+every earlier frame of its partition has its result (or dead letter) acknowledged by
+the broker. Frames in flight are bounded: at the bound the partitions are paused until
+enough of them are done.
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ class FrameIngress:
         self._handles: dict[str, Any] = {}
         self._versions = ModelVersions(ModelRegistry(cfg.registry.root), cfg.ingress.registry_refresh_s)
         self._tracker = OffsetTracker()
-        self._calls: CallCoalescer[_Job] = CallCoalescer(cfg.ingress.max_frames_per_call, cfg.ingress.call_linger_ms / 1000.0)
+        # Scorer calls handed to the event loop, and those answered; each written by one thread only.
+        self._calls_sent = self._calls_answered = 0
+        busy = None if cfg.ingress.call_linger_when_idle else (lambda: self._calls_sent > self._calls_answered)
+        self._calls: CallCoalescer[_Job] = CallCoalescer(
+            cfg.ingress.max_frames_per_call, cfg.ingress.call_linger_ms / 1000.0, busy=busy)
         self._finished: queue.SimpleQueue[tuple[TopicPartition, int]] = queue.SimpleQueue()
         self._in_flight = 0  # the tracker's count, published by the poll thread for other threads
         self._paused = False
@@ -169,7 +174,7 @@ class FrameIngress:
                 job = self._accept(partition, record)
                 full = None if job is None else self._calls.add(job.request.model_id, job)
                 if full:
-                    self._submit(self._process(full))
+                    self._dispatch(full)
         self._send_calls()
 
     def _poll_timeout_ms(self) -> int:
@@ -179,7 +184,11 @@ class FrameIngress:
 
     def _send_calls(self, force: bool = False) -> None:
         for jobs in self._calls.due(force):
-            self._submit(self._process(jobs))
+            self._dispatch(jobs)
+
+    def _dispatch(self, jobs: list[_Job]) -> None:
+        self._calls_sent += 1
+        self._submit(self._process(jobs))
 
     def _finish(self) -> None:
         self._send_calls(force=True)
@@ -289,7 +298,10 @@ class FrameIngress:
     # ----- coroutines on the replica's event loop -----
 
     async def _process(self, jobs: list[_Job]) -> None:
-        outcomes = await self._score(jobs)
+        try:
+            outcomes = await self._score(jobs)
+        finally:
+            self._calls_answered += 1
         await asyncio.gather(*(self._complete(job, outcome) for job, outcome in zip(jobs, outcomes, strict=True)))
 
     async def _complete(self, job: _Job, outcome: ScoreResult | BaseException | None) -> None:
