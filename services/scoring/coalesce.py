@@ -10,8 +10,8 @@ With a `busy` predicate the linger follows Nagle's rule at arrival: a call whose
 frame finds nothing of ours at the Scorer goes at the next send (with the rest of that
 poll's frames), so a quiet line pays no linger; a call started while another is out
 waits out its linger as before, even if that call returns meanwhile, so under load calls
-stay as full as with a plain linger (flushing on return made more, smaller calls and a
-standing queue at 90% load; README).
+stay as full as with a plain linger (flushing when the call returns made more, smaller
+calls: batches of 3 frames against 5 at 50% load; README).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ T = TypeVar("T")
 
 
 class CallCoalescer(Generic[T]):
-    """Items grouped by key (a model id); a group goes out when full or when its first item has waited linger_s."""
+    """Items grouped by key (a model id); a group goes out when full, when its first item has
+    waited linger_s, or at once if it began while `busy()` was false."""
 
     def __init__(
         self,
