@@ -1,4 +1,4 @@
-"""`python -m hdm`: the model library's own commands (train, eval, predict), without the services."""
+"""`python -m hdm`: the model library's own commands (train, eval, predict, synth), without the services."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`hdm train`, `hdm eval`, `hdm predict`: the model library on the command line.
+"""`hdm train`, `hdm eval`, `hdm predict`, `hdm synth`: the model library on the command line.
 
 Handlers import torch and the model code lazily so `hdm --help` and argument errors stay instant.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from hdm.cli_support import CliError, existing_dir, existing_file, positive_float, positive_int, print_json
 
 ABLATION_CHOICES = ("none", "paste-dagm", "no-pom", "recon-only")  # hdm.config.ABLATIONS, without importing it
+MATERIAL_CHOICES = ("metal", "fabric", "wood")  # hdm.data.synthetic.MATERIALS, without importing it
 UNLIMITED_STEPS = 10**9
 
 
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
     _register_eval(subparsers)
     _register_predict(subparsers)
+    _register_synth(subparsers)
 
 
 def _device_option(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +68,20 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     _device_option(p)
     p.set_defaults(handler=_predict)
+
+
+def _register_synth(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("synth", help="write a generated product category (MVTec AD layout) to try HDM without data",
+                              description="Generate plates of one material with scratches, holes, stains and missing "
+                                          "material, in the MVTec AD layout, deterministic from --seed.")
+    p.add_argument("--out", required=True, type=Path, metavar="CATEGORY_DIR", help="a new or empty folder")
+    p.add_argument("--material", choices=MATERIAL_CHOICES, default="metal")
+    p.add_argument("--image-size", type=positive_int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=positive_int, default=200, help="normal training images")
+    p.add_argument("--test-good", type=positive_int, default=40, help="normal test images")
+    p.add_argument("--test-defect", type=positive_int, default=60, help="defective test images, the defect types in turn")
+    p.set_defaults(handler=_synth)
 
 
 def _load_config(args: argparse.Namespace) -> Any:
@@ -183,4 +199,20 @@ def _predict(args: argparse.Namespace) -> int:
             print(line)
             log.write(line + "\n")
     sys.stdout.flush()
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from hdm.data.synthetic import write_dataset
+
+    if args.image_size < 16:
+        raise CliError(f"--image-size {args.image_size}: at least 16")
+    try:
+        root = write_dataset(args.out, size=args.image_size, seed=args.seed, n_train=args.train, n_test_good=args.test_good,
+                             n_test_defect=args.test_defect, material=args.material, progress=True)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
+    except NotADirectoryError:
+        raise CliError(f"{args.out}: not a directory") from None
+    print(f"wrote {args.train} training and {args.test_good + args.test_defect} test images of {args.material} plates to {root}")
     return 0

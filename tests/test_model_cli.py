@@ -99,3 +99,19 @@ def test_train_then_eval_through_the_installed_command(tmp_path, products):
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already holds a training run" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_synth_writes_a_category_the_reader_accepts_and_refuses_a_used_folder(capsys, tmp_path):
+    from hdm.data.mvtec import MVTecCategory
+
+    out = tmp_path / "wood"
+    assert main(["synth", "--out", str(out), "--material", "wood", "--image-size", "32", "--seed", "3",
+                 "--train", "5", "--test-good", "2", "--test-defect", "8"]) == 0
+    category = MVTecCategory(out)
+    assert len(category.train_paths) == 5 and len(category.test_samples) == 10
+    masks = sorted(p.relative_to(out).as_posix() for p in (out / "ground_truth").rglob("*_mask.png"))
+    assert masks == [f"ground_truth/{kind}/{i:03d}_mask.png" for kind in ("hole", "missing", "scratch", "stain") for i in (0, 1)]
+    capsys.readouterr()
+    _one_line_error(capsys, ["synth", "--out", str(out)], "exists and is not empty")
+    _one_line_error(capsys, ["synth", "--out", str(out / "train" / "good" / "000.png")], "not a directory")
+    _one_line_error(capsys, ["synth", "--out", str(tmp_path / "x"), "--material", "glass"], "invalid choice")
