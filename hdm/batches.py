@@ -88,7 +88,11 @@ class BatchBuilder:
         n = self.cfg.dagm.bank_refresh_count
         idx = self.rng.choice(len(self.images), size=n)
         x0, x_anom, mask = self.anomalies.diffusion(idx, denoiser, self.rng, self.generator)
-        target = pom.refined_target(mask, x_anom, x0, self.cfg.pom)
+        floor = None
+        if self.cfg.pom.diffusion_noise_floor:
+            with torch.no_grad():
+                floor = pom.change_magnitude(denoiser.reconstruct(x0), x0)
+        target = pom.refined_target(mask, x_anom, x0, self.cfg.pom, floor)
         keep = pom.visible(mask, target, x_anom, x0, self.cfg.pom, self.cfg.pom.diffusion_min_mean_change)
         self.bank.add(x_anom[keep], target[keep])
 

@@ -1,7 +1,8 @@
 """POM on the generation side: which generated samples train the model, and how much.
 
 - refined target M* = M * P_change, where P_change is a soft probability that a pixel
-  really changed, from the locally averaged |x_anom - x0|;
+  really changed, from the locally averaged |x_anom - x0| (optionally measured against the
+  denoiser's own reconstruction error there, a noise floor, for diffusion-made anomalies);
 - candidates whose refined target keeps too little of the mask, or whose mean change is
   too small, are rejected (an invisible "anomaly" is label noise) and resampled;
 - accepted samples are weighted by difficulty, 1 + gamma * (1 - p_detected), with
@@ -22,17 +23,24 @@ def change_magnitude(x_anom: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(d, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def change_probability(x_anom: torch.Tensor, x0: torch.Tensor, scale: float) -> torch.Tensor:
-    """P_change = d^2 / (d^2 + scale^2): 0.5 at d = scale, near 1 for clear changes."""
+def change_probability(x_anom: torch.Tensor, x0: torch.Tensor, scale: float, floor: torch.Tensor | None = None) -> torch.Tensor:
+    """P_change = d^2 / (d^2 + scale^2 + floor^2): 0.5 at d = scale (no floor), near 1 for clear changes.
+
+    `floor` (B,1,S,S) is the change the denoiser itself makes to the normal image there: a
+    change no larger than that is one the DDM cannot tell from the material's own variation.
+    """
     d2 = change_magnitude(x_anom, x0).square()
-    return d2 / (d2 + scale**2)
+    denominator = d2 + scale**2 if floor is None else d2 + scale**2 + floor.square()
+    return d2 / denominator
 
 
-def refined_target(mask: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, cfg: POMConfig) -> torch.Tensor:
+def refined_target(
+    mask: torch.Tensor, x_anom: torch.Tensor, x0: torch.Tensor, cfg: POMConfig, floor: torch.Tensor | None = None
+) -> torch.Tensor:
     """M* = M * P_change when POM is on; the raw mask otherwise."""
     if not cfg.enabled:
         return mask
-    return mask * change_probability(x_anom, x0, cfg.change_scale)
+    return mask * change_probability(x_anom, x0, cfg.change_scale, floor)
 
 
 def visible(

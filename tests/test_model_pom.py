@@ -98,3 +98,28 @@ def test_diffusion_made_candidates_face_their_own_visibility_bar():
 
     assert len(build({}).bank) == 0
     assert len(build({"pom": {"diffusion_min_mean_change": None}}).bank) == 1  # None: the crude bar
+
+
+def test_a_diffusion_made_change_within_the_denoisers_own_error_loses_its_target():
+    x0, x_anom, mask = _pair(0.1)
+    grain = torch.zeros(1, 3, 32, 32)
+    grain[..., :, 16:] = 0.3  # the right half varies more than the denoiser can reproduce
+
+    class Smoother:
+        def reconstruct(self, x):
+            return x + grain  # reproduces the left half exactly, misses the right half by 0.3
+
+    cfg = HDMConfig.small(32).with_overrides({"pom": {"diffusion_noise_floor": True, "min_changed_fraction": 0.0}})
+    builder = BatchBuilder(cfg, torch.zeros(8, 3, 32, 32), None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
+    builder.refresh_bank(denoiser=Smoother())
+    (_, target), = builder.bank.items
+    plain, grained = target[0, 10:22, 9:14], target[0, 10:22, 19:23]
+    assert plain.min() > 0.7     # 0.1 against a scale of 0.06 and no floor
+    assert grained.max() < 0.15  # the same change under a floor of 0.3
+    # Off (the default), the floor is not consulted: both halves get the plain target.
+    off = BatchBuilder(cfg.with_overrides({"pom": {"diffusion_noise_floor": False}}), torch.zeros(8, 3, 32, 32), None,
+                       np.random.default_rng(0), torch.Generator().manual_seed(0))
+    off.anomalies.diffusion = builder.anomalies.diffusion
+    off.refresh_bank(denoiser=None)
+    assert torch.allclose(off.bank.items[0][1][0, 10:22, 19:23], plain[:, :4])
