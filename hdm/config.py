@@ -136,8 +136,7 @@ class POMConfig:
     # normal image at that pixel (P_change = d^2 / (d^2 + change_scale^2 + floor^2)): where
     # the material varies more than the denoiser can reproduce (wood grain), a faint change
     # is no anomaly to the DDM and gets a low target; on a plain surface it keeps its target.
-    # Off by default: a trade, not a fix (magnetic tile: pixel AUROC +0.04, image -0.02;
-    # docs/ablation_log.md).
+    # Off by default: no gain that held over two seeds (docs/ablation_log.md).
     diffusion_noise_floor: bool = False
     max_tries: int = 3
     difficulty_gamma: float = 1.0          # weight = 1 + gamma * (1 - p_detected)
