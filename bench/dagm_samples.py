@@ -92,8 +92,7 @@ def main() -> None:
     model, cfg = checkpoint.model.eval(), checkpoint.config
     picks = np.random.default_rng(args.seed).choice(len(paths), size=min(args.count, len(paths)), replace=False)
     images = to_tensor(load_images([paths[i] for i in picks], cfg.image_size, progress=False), cfg.image_size)
-    builder = BatchBuilder(cfg, images, foreground_masks(images.numpy(), cfg.dagm.foreground),
-                           np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed))
+    builder = BatchBuilder(cfg, images, foreground_masks(images.numpy(), cfg.dagm.foreground), args.seed)
     indices = np.arange(len(images))
     x0, pasted, mask = builder.anomalies.crude(indices, np.random.default_rng(args.seed))
     _, refined, _ = builder.anomalies.diffusion(indices, model.denoiser, np.random.default_rng(args.seed),

@@ -3,11 +3,21 @@
 Diffusion-made anomalies cost `reverse_steps` denoiser passes each, so they are kept in a
 bank refreshed with the current denoiser a few samples per step (DAGMConfig explains the
 trade-off); crude anomalies are cheap and made fresh for every batch.
+
+The bank draws its random numbers from streams of its own. What it makes and keeps depends
+on the denoiser's weights (POM rejects some), and those differ between two runs of one seed
+as soon as a time budget shifts the learning rate; on a shared stream that difference would
+re-deal every later batch. With separate streams the normals and crude anomalies of step k
+depend only on the seed, so a run is repeatable and the cut-and-paste ablation sees the same
+batches as full HDM, except for the slots DAGM's anomalies take.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +62,9 @@ class AnomalyBank:
         return torch.stack(xs), torch.stack(targets)
 
 
+BANK_STREAM = 1  # the bank's seed is (seed, BANK_STREAM): a stream unrelated to the batches'
+
+
 class BatchBuilder:
     """Assembles each joint-phase batch: B normals, a share of them turned into anomalies."""
 
@@ -60,13 +73,13 @@ class BatchBuilder:
         cfg: HDMConfig,
         images: torch.Tensor,
         foreground: np.ndarray | None,
-        rng: np.random.Generator,
-        generator: torch.Generator,
+        seed: int,
     ) -> None:
         self.cfg = cfg
         self.images = images
-        self.rng = rng
-        self.generator = generator
+        self.rng = np.random.default_rng(seed)                   # normals and crude anomalies
+        self.bank_rng = np.random.default_rng([seed, BANK_STREAM])  # everything the bank does
+        self.bank_generator = torch.Generator().manual_seed(int(self.bank_rng.integers(2**62)))
         grayscale = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
         self.anomalies = AnomalyGenerator(cfg.dagm, images, foreground, grayscale)
         self.bank = AnomalyBank(cfg.dagm.bank_size)
@@ -86,8 +99,8 @@ class BatchBuilder:
     def refresh_bank(self, denoiser: Denoiser) -> None:
         """Make `bank_refresh_count` diffusion anomalies with the current denoiser; keep the visible ones."""
         n = self.cfg.dagm.bank_refresh_count
-        idx = self.rng.choice(len(self.images), size=n)
-        x0, x_anom, mask = self.anomalies.diffusion(idx, denoiser, self.rng, self.generator)
+        idx = self.bank_rng.choice(len(self.images), size=n)
+        x0, x_anom, mask = self.anomalies.diffusion(idx, denoiser, self.bank_rng, self.bank_generator)
         floor = None
         if self.cfg.pom.diffusion_noise_floor:
             with torch.no_grad():
@@ -113,23 +126,44 @@ class BatchBuilder:
             needed -= int(keep.sum())
         return torch.cat(xs), torch.cat(masks), torch.cat(targets)
 
+    def diffusion_count(self, n_anom: int) -> int:
+        """How many of n_anom anomalies are diffusion-made: diffusion_fraction of them on average.
+
+        A fractional count is rounded up or down at random (from the bank's stream), so the
+        share is right at any batch size.
+        """
+        if not self.uses_diffusion:
+            return 0
+        expected = self.cfg.dagm.diffusion_fraction * n_anom
+        whole = math.floor(expected)
+        fraction = expected - whole
+        return whole + int(fraction > 1e-9 and self.bank_rng.random() < fraction)
+
     def next(self, denoiser: Denoiser, step: int) -> TrainingBatch:
+        """The batch for joint step `step`."""
         x0 = self.normals()
         n_anom = int(round(self.cfg.dagm.anomaly_fraction * x0.shape[0]))
-        xs, targets = [x0[:0]], [x0[:0, :1]]
-        if self.uses_diffusion:
+        # Crude anomalies for every slot, even those DAGM's take below, so that the batch
+        # stream does not depend on how many DAGM supplies (module docstring).
+        x, _, target = self.crude(n_anom) if n_anom > 0 else (x0[:0], None, x0[:0, :1])
+        n_diffusion = self.diffusion_count(n_anom)
+        if n_diffusion > 0:
             if step % self.cfg.dagm.bank_refresh_every == 0 or not self.bank:
                 self.refresh_bank(denoiser)
-            banked = self.bank.sample(int(round(self.cfg.dagm.diffusion_fraction * n_anom)), self.rng)
+            banked = self.bank.sample(n_diffusion, self.bank_rng)
             if banked is not None:
-                xs.append(banked[0])
-                targets.append(banked[1])
-        n_crude = n_anom - sum(x.shape[0] for x in xs)
-        if n_crude > 0:
-            x_crude, _, target_crude = self.crude(n_crude)
-            xs.append(x_crude)
-            targets.append(target_crude)
-        x, target = torch.cat(xs), torch.cat(targets)
+                k = banked[0].shape[0]
+                x, target = torch.cat([banked[0], x[k:]]), torch.cat([banked[1], target[k:]])
         k = x.shape[0]
         # Anomalies take the first k slots; the rest of the batch stays normal.
         return TrainingBatch(x0=x0, x=torch.cat([x, x0[k:]]), target=torch.cat([target, torch.zeros_like(x0[k:, :1])]))
+
+    def state(self) -> dict[str, Any]:
+        """The random streams, for resuming a run (the bank itself is refilled after a resume)."""
+        return {"batches": json.dumps(self.rng.bit_generator.state), "bank": json.dumps(self.bank_rng.bit_generator.state),
+                "bank_generator": self.bank_generator.get_state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = json.loads(state["batches"])
+        self.bank_rng.bit_generator.state = json.loads(state["bank"])
+        self.bank_generator.set_state(state["bank_generator"])

@@ -309,6 +309,8 @@ def validate(cfg: HDMConfig) -> None:
         raise ConfigError("score.top_k_fraction must be in (0, 1]")
     if not 0 < cfg.pom.target_far < 1 or not 0 < cfg.pom.pixel_target_far < 1:
         raise ConfigError("pom.target_far and pom.pixel_target_far must be in (0, 1)")
+    if not 0 <= cfg.dagm.diffusion_fraction <= 1:
+        raise ConfigError("dagm.diffusion_fraction must be in [0, 1]")
     if cfg.dagm.bank_refresh_every < 1 or cfg.dagm.bank_refresh_count < 1:
         raise ConfigError("dagm.bank_refresh_every and dagm.bank_refresh_count must be at least 1")
     if cfg.train.batch_size < 2:

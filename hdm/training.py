@@ -142,15 +142,14 @@ class Trainer:
         self.is_main = hooks.rank == 0
         seed = cfg.train.seed + 1000 * hooks.rank
         torch.manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)  # the denoiser's noise
         self.model = HDMModel(cfg).to(device)
         self.objective = Objective(self.model, cfg)
         self.step_module = hooks.prepare_model(self.objective) if hooks.prepare_model else self.objective
         t = cfg.train
         self.opt_denoiser = torch.optim.AdamW(self.model.denoiser.parameters(), lr=t.lr_denoiser, weight_decay=t.weight_decay)
         self.opt_discriminator = torch.optim.AdamW(self.model.discriminator.parameters(), lr=t.lr_discriminator, weight_decay=t.weight_decay)
-        self.builder = BatchBuilder(cfg, data.images.to(device), data.foreground, self.rng, self.generator)
+        self.builder = BatchBuilder(cfg, data.images.to(device), data.foreground, seed)
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.history: list[dict[str, Any]] = []
@@ -278,7 +277,7 @@ class Trainer:
             "opt_discriminator": self.opt_discriminator.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "generator": self.generator.get_state(),
-            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "batch_streams": self.builder.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -291,7 +290,8 @@ class Trainer:
         self.opt_discriminator.load_state_dict(state["opt_discriminator"])
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
-        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        if "batch_streams" in state:  # older runs shared one stream with the bank; they go on with fresh ones
+            self.builder.restore(state["batch_streams"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from hdm import pom
@@ -45,7 +46,7 @@ def test_invisible_candidates_are_rejected_and_visible_ones_kept():
 def test_builder_resamples_until_candidates_are_visible():
     cfg = HDMConfig.small(32).with_overrides({"dagm": {"beta_range": [0.0, 0.95]}, "pom": {"max_tries": 6}})
     images = torch.rand(8, 3, 32, 32) * 2 - 1
-    builder = BatchBuilder(cfg, images, None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    builder = BatchBuilder(cfg, images, None, seed=0)
     x, mask, target = builder.crude(16)
     assert x.shape[0] >= 12  # almost all slots filled after resampling
     for i in range(x.shape[0]):
@@ -69,7 +70,7 @@ def test_diffusion_bank_is_refreshed_every_n_steps_and_whenever_empty():
 
     cfg = HDMConfig.small(32).with_overrides({"dagm": {"bank_refresh_every": 3}})
     images = torch.rand(8, 3, 32, 32) * 2 - 1
-    builder = BatchBuilder(cfg, images, None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    builder = BatchBuilder(cfg, images, None, seed=0)
     refreshed = []
     builder.refresh_bank = lambda denoiser: refreshed.append(True)  # count calls, skip the generation
     denoiser = Denoiser(cfg)
@@ -82,6 +83,40 @@ def test_diffusion_bank_is_refreshed_every_n_steps_and_whenever_empty():
     assert len(refreshed) == 3  # steps 0, 3 and 6
 
 
+def test_the_bank_never_reshuffles_the_batches_so_the_paste_ablation_sees_the_same_ones():
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    full = BatchBuilder(HDMConfig.small(32), images, None, seed=3)
+    paste = BatchBuilder(HDMConfig.small(32).with_overrides({"dagm": {"mode": "paste"}}), images, None, seed=3)
+    made = []
+
+    def diffusion(idx, denoiser, rng, generator):  # a stand-in for DAGM whose candidates POM often rejects
+        x0 = images[torch.as_tensor(idx)]
+        mask = torch.zeros(len(idx), 1, 32, 32)
+        mask[..., 8:20, 8:20] = 1
+        made.append(rng.random() < 0.5)  # visible or not, at random from the bank's stream
+        return x0, (x0 + (0.5 if made[-1] else 0.0) * mask).clamp(-1, 1), mask
+
+    full.anomalies.diffusion = diffusion
+    took_a_slot = 0
+    for step in range(24):
+        a, b = full.next(None, step), paste.next(None, step)
+        assert torch.equal(a.x0, b.x0)
+        differs = (a.x != b.x).flatten(1).any(1)
+        assert not differs[1:].any()  # only the slot DAGM's anomaly took, whatever the bank did before
+        took_a_slot += int(differs[0])
+    assert 0 < sum(made) < len(made) and took_a_slot > 12
+
+
+def test_a_fractional_diffusion_share_is_right_on_average():
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    builder = BatchBuilder(HDMConfig.small(32).with_overrides({"dagm": {"diffusion_fraction": 0.375}}), images, None, seed=0)
+    counts = [builder.diffusion_count(4) for _ in range(4000)]  # 1.5 of 4 anomalies
+    assert set(counts) == {1, 2} and np.mean(counts) == pytest.approx(1.5, abs=0.04)
+    assert BatchBuilder(HDMConfig.small(32), images, None, seed=0).diffusion_count(4) == 1  # 0.25 of 4: exact, no draw
+    paste = BatchBuilder(HDMConfig.small(32).with_overrides({"dagm": {"mode": "paste"}}), images, None, seed=0)
+    assert paste.diffusion_count(4) == 0
+
+
 def test_diffusion_made_candidates_face_their_own_visibility_bar():
     cfg = HDMConfig.small(32).with_overrides({"pom": {"min_mean_change": 0.03, "diffusion_min_mean_change": 0.08}})
     images = torch.zeros(8, 3, 32, 32)
@@ -91,7 +126,7 @@ def test_diffusion_made_candidates_face_their_own_visibility_bar():
     assert pom.visible(mask, target, x_anom, x0, cfg.pom, cfg.pom.diffusion_min_mean_change).tolist() == [False]
 
     def build(overrides):
-        builder = BatchBuilder(cfg.with_overrides(overrides), images, None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+        builder = BatchBuilder(cfg.with_overrides(overrides), images, None, seed=0)
         builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
         builder.refresh_bank(denoiser=None)
         return builder
@@ -110,7 +145,7 @@ def test_a_diffusion_made_change_within_the_denoisers_own_error_loses_its_target
             return x + grain  # reproduces the left half exactly, misses the right half by 0.3
 
     cfg = HDMConfig.small(32).with_overrides({"pom": {"diffusion_noise_floor": True, "min_changed_fraction": 0.0}})
-    builder = BatchBuilder(cfg, torch.zeros(8, 3, 32, 32), None, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    builder = BatchBuilder(cfg, torch.zeros(8, 3, 32, 32), None, seed=0)
     builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
     builder.refresh_bank(denoiser=Smoother())
     (_, target), = builder.bank.items
@@ -118,8 +153,7 @@ def test_a_diffusion_made_change_within_the_denoisers_own_error_loses_its_target
     assert plain.min() > 0.7     # 0.1 against a scale of 0.06 and no floor
     assert grained.max() < 0.15  # the same change under a floor of 0.3
     # Off (the default), the floor is not consulted: both halves get the plain target.
-    off = BatchBuilder(cfg.with_overrides({"pom": {"diffusion_noise_floor": False}}), torch.zeros(8, 3, 32, 32), None,
-                       np.random.default_rng(0), torch.Generator().manual_seed(0))
+    off = BatchBuilder(cfg.with_overrides({"pom": {"diffusion_noise_floor": False}}), torch.zeros(8, 3, 32, 32), None, seed=0)
     off.anomalies.diffusion = builder.anomalies.diffusion
     off.refresh_bank(denoiser=None)
     assert torch.allclose(off.bank.items[0][1][0, 10:22, 19:23], plain[:, :4])
