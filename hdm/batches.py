@@ -33,6 +33,7 @@ class TrainingBatch:
     x0: torch.Tensor      # (B,3,S,S) normal images (the denoiser trains on these)
     x: torch.Tensor       # (B,3,S,S) what D sees: some of x0 replaced by anomalies
     target: torch.Tensor  # (B,1,S,S) D's target: M* with POM, the mask M without (0 for normals)
+    n_diffusion: int = 0  # the first n_diffusion rows of x are diffusion-made anomalies
 
 
 class AnomalyBank:
@@ -151,12 +152,13 @@ class BatchBuilder:
             if step % self.cfg.dagm.bank_refresh_every == 0 or not self.bank:
                 self.refresh_bank(denoiser)
             banked = self.bank.sample(n_diffusion, self.bank_rng)
+            n_diffusion = 0 if banked is None else banked[0].shape[0]
             if banked is not None:
-                k = banked[0].shape[0]
-                x, target = torch.cat([banked[0], x[k:]]), torch.cat([banked[1], target[k:]])
+                x, target = torch.cat([banked[0], x[n_diffusion:]]), torch.cat([banked[1], target[n_diffusion:]])
         k = x.shape[0]
-        # Anomalies take the first k slots; the rest of the batch stays normal.
-        return TrainingBatch(x0=x0, x=torch.cat([x, x0[k:]]), target=torch.cat([target, torch.zeros_like(x0[k:, :1])]))
+        # Anomalies take the first k slots, DAGM's first; the rest of the batch stays normal.
+        return TrainingBatch(x0=x0, x=torch.cat([x, x0[k:]]), target=torch.cat([target, torch.zeros_like(x0[k:, :1])]),
+                             n_diffusion=n_diffusion)
 
     def state(self) -> dict[str, Any]:
         """The random streams, for resuming a run (the bank itself is refilled after a resume)."""

@@ -6,7 +6,8 @@
 - candidates whose refined target keeps too little of the mask, or whose mean change is
   too small, are rejected (an invisible "anomaly" is label noise) and resampled;
 - accepted samples are weighted by difficulty, 1 + gamma * (1 - p_detected), with
-  p_detected the current discriminator's mean probability over the refined target.
+  p_detected the current discriminator's mean probability over the refined target
+  (diffusion-made ones may have a gamma of their own).
 """
 
 from __future__ import annotations
@@ -58,11 +59,17 @@ def visible(
     return (area > 0) & (kept >= cfg.min_changed_fraction) & (mean_change >= (cfg.min_mean_change if min_mean_change is None else min_mean_change))
 
 
-def difficulty_weights(prob: torch.Tensor, target: torch.Tensor, cfg: POMConfig) -> torch.Tensor:
-    """(B,) weights normalised to mean 1; anomalies the discriminator misses count more."""
+def difficulty_weights(prob: torch.Tensor, target: torch.Tensor, cfg: POMConfig, n_diffusion: int = 0) -> torch.Tensor:
+    """(B,) weights normalised to mean 1; anomalies the discriminator misses count more.
+
+    The first n_diffusion rows are diffusion-made and use cfg.diffusion_difficulty_gamma.
+    """
     if not cfg.enabled:
         return torch.ones(prob.shape[0], device=prob.device)
     mass = target.flatten(1).sum(1)
     detected = (prob.detach() * target).flatten(1).sum(1) / mass.clamp_min(1e-6)
-    weights = torch.where(mass > 0, 1 + cfg.difficulty_gamma * (1 - detected), torch.ones_like(mass))
+    gamma = torch.full_like(mass, cfg.difficulty_gamma)
+    if cfg.diffusion_difficulty_gamma is not None:
+        gamma[:n_diffusion] = cfg.diffusion_difficulty_gamma
+    weights = torch.where(mass > 0, 1 + gamma * (1 - detected), torch.ones_like(mass))
     return weights / weights.mean()

@@ -97,7 +97,7 @@ class Objective(nn.Module):
         total = loss_cfg.lambda_noise * noise
         if batch is not None and x0_hat is not None:
             logits = self.model.segment(batch.x, x0_hat)
-            weights = pom.difficulty_weights(torch.sigmoid(logits.detach().float()), batch.target, self.cfg.pom)
+            weights = pom.difficulty_weights(torch.sigmoid(logits.detach().float()), batch.target, self.cfg.pom, batch.n_diffusion)
             d_loss = discriminator_loss(logits, batch.target, weights, loss_cfg)
             total = total + d_loss
             out["loss_d"] = d_loss.detach()

@@ -65,6 +65,17 @@ def test_hard_anomalies_weigh_more_and_normals_stay_neutral():
     assert torch.equal(pom.difficulty_weights(prob, target, POMConfig(enabled=False)), torch.ones(3))
 
 
+def test_diffusion_made_anomalies_can_have_a_difficulty_gamma_of_their_own():
+    target = torch.zeros(3, 1, 8, 8)
+    target[:2, :, 2:6, 2:6] = 1
+    prob = torch.full((3, 1, 8, 8), 0.1)  # both anomalies missed; row 2 is a normal
+    cfg = POMConfig(difficulty_gamma=1.0, diffusion_difficulty_gamma=0.0)
+    w = pom.difficulty_weights(prob, target, cfg, n_diffusion=1)
+    assert torch.isclose(w[0], w[2]) and w[1] > 1.5 * w[0]  # the diffusion-made one weighs as a normal
+    same = pom.difficulty_weights(prob, target, POMConfig(difficulty_gamma=1.0), n_diffusion=1)
+    assert torch.isclose(same[0], same[1])  # None: the common gamma
+
+
 def test_diffusion_bank_is_refreshed_every_n_steps_and_whenever_empty():
     from hdm.models.denoiser import Denoiser
 
@@ -104,6 +115,7 @@ def test_the_bank_never_reshuffles_the_batches_so_the_paste_ablation_sees_the_sa
         differs = (a.x != b.x).flatten(1).any(1)
         assert not differs[1:].any()  # only the slot DAGM's anomaly took, whatever the bank did before
         took_a_slot += int(differs[0])
+        assert a.n_diffusion == int(differs[0]) and b.n_diffusion == 0  # the weights know which row is DAGM's
     assert 0 < sum(made) < len(made) and took_a_slot > 12
 
 
