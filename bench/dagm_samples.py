@@ -7,11 +7,14 @@ Draws `count` anomalies from the run's training images twice with the same seed,
 kinds share their masks and crude content: once as cut-and-paste (the paste-dagm ablation),
 once refined by the run's denoiser (DAGM). For each kind it reports how much the masked
 pixels changed (mean |x_anom - x0| inside the mask, images in [-1, 1]), the share POM's
-visibility bar lets through, and the run's discriminator's mean probability over the
-refined target of those it lets through. It also probes the denoiser itself: its one-step
-x0 estimate of normal images at several timesteps, against the images (a denoiser that has
-learned its schedule is near the identity at small t). Writes the JSON and a PNG beside it,
-eight rows of [x0 | cut-and-paste | DAGM | mask].
+visibility bar lets through, how much DDM's reconstruction reveals them (its change inside
+the mask over its change outside: the repair ratio, also for the category's real defects),
+the share POM keeps in all (with the run's `diffusion_min_repair_ratio` for DAGM), and the
+run's discriminator's mean probability over the refined target of those it keeps. It also
+probes the denoiser itself: its one-step x0 estimate of normal images at several
+timesteps, against the images (a denoiser that has learned its schedule is near the
+identity at small t). Writes the JSON and a PNG beside it, eight rows of
+[x0 | cut-and-paste | DAGM | mask].
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from hdm.batches import BatchBuilder
 from hdm.checkpoint import CheckpointError, load_checkpoint
 from hdm.config import HDMConfig
 from hdm.data.images import load_images, to_tensor
-from hdm.data.mvtec import DatasetError, MVTecCategory
+from hdm.data.mvtec import DatasetError, MVTecCategory, TestDataset
 from hdm.foreground import foreground_masks
 from hdm.models import HDMModel
 from hdm.visualize import save_png
@@ -38,18 +41,38 @@ PROBE_TIMESTEPS = (5, 50, 100, 250, 400)
 GRID_ROWS = 8
 
 
-def anomaly_stats(model: HDMModel, cfg: HDMConfig, x0: torch.Tensor, x_anom: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def anomaly_stats(model: HDMModel, cfg: HDMConfig, x0: torch.Tensor, x_anom: torch.Tensor, mask: torch.Tensor,
+                  min_repair_ratio: float | None = None) -> dict[str, float]:
     target = pom.refined_target(mask, x_anom, x0, cfg.pom)
     visible = pom.visible(mask, target, x_anom, x0, cfg.pom)
     area = mask.flatten(1).sum(1).clamp_min(1)
     change = (pom.change_magnitude(x_anom, x0) * mask).flatten(1).sum(1) / area
-    prob = torch.sigmoid(model.segment(x_anom, model.reconstruct(x_anom)).float())
+    x0_hat = model.reconstruct(x_anom)
+    ratio = pom.repair_ratio(mask, x_anom, x0_hat)
+    kept = visible if min_repair_ratio is None else visible & (ratio >= min_repair_ratio)
+    prob = torch.sigmoid(model.segment(x_anom, x0_hat).float())
     detected = (prob * target).flatten(1).sum(1) / target.flatten(1).sum(1).clamp_min(1e-6)
     return {
         "median_change_in_mask": round(float(change.median()), 4),
         "pom_visible_share": round(float(visible.float().mean()), 3),
-        "discriminator_detects": round(float(detected[visible].mean()), 3) if visible.any() else 0.0,
+        "median_repair_ratio": round(float(ratio.median()), 2),
+        "pom_kept_share": round(float(kept.float().mean()), 3),
+        "discriminator_detects": round(float(detected[kept].mean()), 3) if kept.any() else 0.0,
     }
+
+
+def real_defect_stats(model: HDMModel, category: MVTecCategory, size: int) -> dict[str, float]:
+    """The same measures on the category's real defects, against their ground-truth masks."""
+    dataset = TestDataset([s for s in category.test_samples if s.label == 1], size)
+    if not len(dataset):
+        return {}
+    x, mask = (torch.stack(t) for t in zip(*((dataset[i][0], dataset[i][1]) for i in range(len(dataset))), strict=True))
+    x0_hat = model.reconstruct(x)
+    ratio = pom.repair_ratio(mask, x, x0_hat)
+    prob = torch.sigmoid(model.segment(x, x0_hat).float())
+    detected = (prob * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+    return {"count": len(dataset), "median_repair_ratio": round(float(ratio.median()), 2),
+            "discriminator_detects": round(float(detected.mean()), 3)}
 
 
 def denoiser_probe(model: HDMModel, images: torch.Tensor, seed: int) -> dict[str, float]:
@@ -86,7 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     try:
         checkpoint = load_checkpoint(args.model)
-        paths = list(MVTecCategory(args.data).train_paths)
+        category = MVTecCategory(args.data)
+        paths = list(category.train_paths)
     except (CheckpointError, DatasetError) as exc:
         parser.error(str(exc))
     model, cfg = checkpoint.model.eval(), checkpoint.config
@@ -102,7 +126,8 @@ def main() -> None:
         "steps": checkpoint.meta.get("steps"),
         "count": len(images),
         "cut_and_paste": anomaly_stats(model, cfg, x0, pasted, mask),
-        "dagm": anomaly_stats(model, cfg, x0, refined, mask),
+        "dagm": anomaly_stats(model, cfg, x0, refined, mask, cfg.pom.diffusion_min_repair_ratio),
+        "real_defects": real_defect_stats(model, category, cfg.image_size),
         "denoiser_x0_error_by_t": denoiser_probe(model, images, args.seed),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,10 @@ class BatchBuilder:
                 floor = pom.change_magnitude(denoiser.reconstruct(x0), x0)
         target = pom.refined_target(mask, x_anom, x0, self.cfg.pom, floor)
         keep = pom.visible(mask, target, x_anom, x0, self.cfg.pom, self.cfg.pom.diffusion_min_mean_change)
+        ratio = self.cfg.pom.diffusion_min_repair_ratio
+        if self.cfg.pom.enabled and ratio is not None:
+            with torch.no_grad():
+                keep &= pom.revealed(mask, x_anom, denoiser.reconstruct(x_anom), ratio)
         self.bank.add(x_anom[keep], target[keep])
 
     def crude(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@
   denoiser's own reconstruction error there, a noise floor, for diffusion-made anomalies);
 - candidates whose refined target keeps too little of the mask, or whose mean change is
   too small, are rejected (an invisible "anomaly" is label noise) and resampled;
+  diffusion-made ones may also have to be revealed by DDM's own reconstruction;
 - accepted samples are weighted by difficulty, 1 + gamma * (1 - p_detected), with
   p_detected the current discriminator's mean probability over the refined target
   (diffusion-made ones may have a gamma of their own).
@@ -57,6 +58,26 @@ def visible(
     kept = target.flatten(1).sum(1) / area.clamp_min(1)
     mean_change = (change_magnitude(x_anom, x0) * mask).flatten(1).sum(1) / area.clamp_min(1)
     return (area > 0) & (kept >= cfg.min_changed_fraction) & (mean_change >= (cfg.min_mean_change if min_mean_change is None else min_mean_change))
+
+
+def repair_ratio(mask: torch.Tensor, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """(B,) how much DDM's reconstruction changes each image inside its mask, over outside it.
+
+    DDM finds a real defect because the denoiser, trained on normal images, repairs it: on
+    magnetic tile the reconstruction moves defect pixels 1.85x as much as the rest of the
+    image (median). An anomaly the denoiser leaves alone (its own generated content often is
+    one, 0.96x) gives D nothing in concat(x, x0_hat) to go by, so it can only learn it by
+    appearance.
+    """
+    diff = change_magnitude(reconstruction, x)
+    inside = (diff * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+    outside = (diff * (1 - mask)).flatten(1).sum(1) / (1 - mask).flatten(1).sum(1).clamp_min(1)
+    return inside / outside.clamp_min(1e-6)
+
+
+def revealed(mask: torch.Tensor, x_anom: torch.Tensor, reconstruction: torch.Tensor, min_ratio: float) -> torch.Tensor:
+    """(B,) bool: is each candidate's repair ratio at least `min_ratio` (and its mask non-empty)?"""
+    return (mask.flatten(1).sum(1) > 0) & (repair_ratio(mask, x_anom, reconstruction) >= min_ratio)
 
 
 def difficulty_weights(prob: torch.Tensor, target: torch.Tensor, cfg: POMConfig, n_diffusion: int = 0) -> torch.Tensor:

@@ -45,6 +45,7 @@ def test_ablations_switch_exactly_one_module():
         ({"dagm": {"t_range": [800, 1200]}}, "t_range"),
         ({"dagm": {"coverage_range": [0.0, 0.5]}}, "coverage_range"),
         ({"pom": {"target_far": 0.0}}, "target_far"),
+        ({"pom": {"diffusion_min_repair_ratio": 0.0}}, "repair_ratio"),
         ({"train": {"batch_size": 1}}, "batch_size"),
     ],
 )

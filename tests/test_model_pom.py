@@ -169,3 +169,29 @@ def test_a_diffusion_made_change_within_the_denoisers_own_error_loses_its_target
     off.anomalies.diffusion = builder.anomalies.diffusion
     off.refresh_bank(denoiser=None)
     assert torch.allclose(off.bank.items[0][1][0, 10:22, 19:23], plain[:, :4])
+
+
+def test_diffusion_made_candidates_the_reconstruction_leaves_alone_are_rejected():
+    x0, x_anom, mask = _pair(0.3)
+    x_anom = torch.cat([x_anom, x_anom])
+    mask, x0 = torch.cat([mask, mask]), torch.cat([x0, x0])
+
+    class Repairs:
+        """Repairs the first candidate's anomaly (as the denoiser does a real defect), not the second's."""
+
+        def reconstruct(self, x):
+            out = x + 0.05  # the same error everywhere, as on normal pixels
+            out[0] = out[0] - 0.3 * mask[0]
+            return out
+
+    assert pom.revealed(mask, x_anom, Repairs().reconstruct(x_anom), 1.4).tolist() == [True, False]
+
+    def bank_size(ratio):
+        cfg = HDMConfig.small(32).with_overrides({"pom": {"diffusion_min_repair_ratio": ratio}})
+        builder = BatchBuilder(cfg, torch.zeros(8, 3, 32, 32), None, seed=0)
+        builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
+        builder.refresh_bank(denoiser=Repairs())
+        return len(builder.bank)
+
+    assert bank_size(1.4) == 1
+    assert bank_size(None) == 2  # off (the default): both are visible, both kept
