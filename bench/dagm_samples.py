@@ -3,18 +3,18 @@
     python -m bench.dagm_samples --model RUN_DIR --data CATEGORY_DIR [--count 64] [--seed 0]
                                  [--out bench/results/dagm_samples.json]
 
-Draws `count` anomalies from the run's training images twice with the same seed, so both
-kinds share their masks and crude content: once as cut-and-paste (the paste-dagm ablation),
-once refined by the run's denoiser (DAGM). For each kind it reports how much the masked
-pixels changed (mean |x_anom - x0| inside the mask, images in [-1, 1]), the share POM's
-visibility bar lets through, how much DDM's reconstruction reveals them (its change inside
-the mask over its change outside: the repair ratio, also for the category's real defects),
-the share POM keeps in all (with the run's `diffusion_min_repair_ratio` for DAGM), and the
-run's discriminator's mean probability over the refined target of those it keeps. It also
-probes the denoiser itself: its one-step x0 estimate of normal images at several
-timesteps, against the images (a denoiser that has learned its schedule is near the
-identity at small t). Writes the JSON and a PNG beside it, eight rows of
-[x0 | cut-and-paste | DAGM | mask].
+Draws `count` DAGM anomalies from the run's training images with the run's denoiser, each
+beside the cut-and-paste anomaly it was refined from (same mask, content and blend: what the
+paste-dagm ablation trains on). For each kind it reports how much the masked pixels changed
+(mean |x_anom - x0| inside the mask, images in [-1, 1]), the share POM's visibility bar lets
+through, how much DDM's reconstruction reveals them (its change inside the mask over its
+change outside: the repair ratio, also for the category's real defects; for DAGM also as a
+share of its source's), the share POM keeps in all (with the run's
+`diffusion_min_repair_ratio` for DAGM), and the run's discriminator's mean probability over
+the refined target of those it keeps. It also probes the denoiser itself: its one-step x0
+estimate of normal images at several timesteps, against the images (a denoiser that has
+learned its schedule is near the identity at small t). Writes the JSON and a PNG beside
+it, eight rows of [x0 | cut-and-paste | DAGM | mask].
 """
 
 from __future__ import annotations
@@ -118,15 +118,16 @@ def main() -> None:
     images = to_tensor(load_images([paths[i] for i in picks], cfg.image_size, progress=False), cfg.image_size)
     builder = BatchBuilder(cfg, images, foreground_masks(images.numpy(), cfg.dagm.foreground), args.seed)
     indices = np.arange(len(images))
-    x0, pasted, mask = builder.anomalies.crude(indices, np.random.default_rng(args.seed))
-    _, refined, _ = builder.anomalies.diffusion(indices, model.denoiser, np.random.default_rng(args.seed),
-                                                torch.Generator().manual_seed(args.seed))
+    x0, refined, mask, pasted = builder.anomalies.diffusion(indices, model.denoiser, np.random.default_rng(args.seed),
+                                                            torch.Generator().manual_seed(args.seed))
+    share = pom.repair_ratio(mask, refined, model.reconstruct(refined)) / pom.repair_ratio(mask, pasted, model.reconstruct(pasted))
     report = {
         "model": str(args.model),
         "steps": checkpoint.meta.get("steps"),
         "count": len(images),
         "cut_and_paste": anomaly_stats(model, cfg, x0, pasted, mask),
-        "dagm": anomaly_stats(model, cfg, x0, refined, mask, cfg.pom.diffusion_min_repair_ratio),
+        "dagm": {**anomaly_stats(model, cfg, x0, refined, mask, cfg.pom.diffusion_min_repair_ratio),
+                 "median_repair_share": round(float(share.median()), 2)},
         "real_defects": real_defect_stats(model, category, cfg.image_size),
         "denoiser_x0_error_by_t": denoiser_probe(model, images, args.seed),
     }

@@ -101,7 +101,7 @@ class BatchBuilder:
         """Make `bank_refresh_count` diffusion anomalies with the current denoiser; keep the visible ones."""
         n = self.cfg.dagm.bank_refresh_count
         idx = self.bank_rng.choice(len(self.images), size=n)
-        x0, x_anom, mask = self.anomalies.diffusion(idx, denoiser, self.bank_rng, self.bank_generator)
+        x0, x_anom, mask, _ = self.anomalies.diffusion(idx, denoiser, self.bank_rng, self.bank_generator)
         floor = None
         if self.cfg.pom.diffusion_noise_floor:
             with torch.no_grad():

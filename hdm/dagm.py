@@ -12,6 +12,7 @@ x_anom = M * ((1 - beta) * x_gen + beta * x0) + (1 - M) * x0.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +24,15 @@ from hdm.models.scoring import gaussian_blur
 from hdm.perlin import fractal_noise, perlin_mask
 
 SOURCES = ("shuffle", "jitter", "noise")
+
+
+class Generated(NamedTuple):
+    """Diffusion-made anomalies, each with the cut-and-paste anomaly it was refined from."""
+
+    x0: torch.Tensor      # (n,3,S,S) the normal images
+    x_anom: torch.Tensor  # (n,3,S,S) the anomalies
+    mask: torch.Tensor    # (n,1,S,S)
+    source: torch.Tensor  # (n,3,S,S) the crude composite with the same mask, content and beta
 
 
 def shuffled_patches(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -116,9 +126,12 @@ class AnomalyGenerator:
             content = content.mean(dim=0, keepdim=True).expand(3, -1, -1)
         return content
 
-    def blend(self, x0: torch.Tensor, content: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def betas(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         lo, hi = self.cfg.beta_range
-        beta = torch.from_numpy(rng.uniform(lo, hi, (x0.shape[0], 1, 1, 1)).astype(np.float32)).to(x0.device)
+        return torch.from_numpy(rng.uniform(lo, hi, (n, 1, 1, 1)).astype(np.float32)).to(self.images.device)
+
+    @staticmethod
+    def blend(x0: torch.Tensor, content: torch.Tensor, mask: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         return mask * ((1 - beta) * content + beta * x0) + (1 - mask) * x0
 
     def draw(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,7 +144,7 @@ class AnomalyGenerator:
     def crude(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cut-and-paste anomalies: (x0, x_anom, mask)."""
         x0, content, masks = self.draw(indices, rng)
-        return x0, self.blend(x0, content, masks, rng), masks
+        return x0, self.blend(x0, content, masks, self.betas(len(indices), rng)), masks
 
     @torch.no_grad()
     def diffusion(
@@ -140,8 +153,8 @@ class AnomalyGenerator:
         denoiser: Denoiser,
         rng: np.random.Generator,
         generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Denoiser-made anomalies: (x0, x_anom, mask), one t_g ~ U(t_range) for the call."""
+    ) -> Generated:
+        """Denoiser-made anomalies, one t_g ~ U(t_range) for the call."""
         x0, content, masks = self.draw(indices, rng)
         x_gen = refine(denoiser, x0, content, masks, int(rng.integers(self.cfg.t_range[0], self.cfg.t_range[1] + 1)),
                        self.cfg.reverse_steps, self.cfg.tau, generator)
@@ -152,7 +165,8 @@ class AnomalyGenerator:
             x_gen = x0 + gaussian_blur(x_gen - x0, sigma)
         if self.grayscale:
             x_gen = x_gen.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-        return x0, self.blend(x0, x_gen, masks, rng), masks
+        beta = self.betas(len(indices), rng)
+        return Generated(x0, self.blend(x0, x_gen, masks, beta), masks, self.blend(x0, content, masks, beta))
 
 
 def refine(

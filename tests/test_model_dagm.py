@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -55,19 +57,30 @@ def test_generated_anomalies_differ_from_x0_only_inside_the_mask(setup, mode):
     if mode == "crude":
         x0, x_anom, mask = gen.crude(idx, rng)
     else:
-        x0, x_anom, mask = gen.diffusion(idx, denoiser, rng, torch.Generator().manual_seed(0))
+        x0, x_anom, mask, _ = gen.diffusion(idx, denoiser, rng, torch.Generator().manual_seed(0))
     assert x_anom.shape == x0.shape and mask.shape == (4, 1, 32, 32)
     assert ((x_anom - x0).abs() * (1 - mask)).max() == 0
     assert ((x_anom - x0).abs() * mask).sum() > 0
     assert x_anom.min() >= -1 and x_anom.max() <= 1
 
 
+def test_each_diffusion_made_anomaly_comes_with_the_cut_and_paste_it_was_refined_from(setup):
+    cfg, images, denoiser = setup
+    # One blend factor for all, so the crude draw and DAGM's draw blend alike.
+    gen = AnomalyGenerator(replace(cfg.dagm, beta_range=(0.3, 0.3)), images)
+    idx = np.array([0, 1, 2])
+    _, pasted, pasted_mask = gen.crude(idx, np.random.default_rng(5))
+    made = gen.diffusion(idx, denoiser, np.random.default_rng(5), torch.Generator().manual_seed(0))
+    assert torch.equal(made.mask, pasted_mask) and torch.allclose(made.source, pasted)
+    assert not torch.allclose(made.x_anom, made.source)  # the refinement changed the content
+
+
 def test_grey_data_gets_grey_anomalies(setup):
     cfg, images, denoiser = setup
     grey = images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     gen = AnomalyGenerator(cfg.dagm, grey, grayscale=True)
-    for _, x_anom, _ in (gen.crude(np.arange(6), np.random.default_rng(1)),
-                         gen.diffusion(np.arange(2), denoiser, np.random.default_rng(1), torch.Generator().manual_seed(0))):
+    for x_anom in (gen.crude(np.arange(6), np.random.default_rng(1))[1],
+                   gen.diffusion(np.arange(2), denoiser, np.random.default_rng(1), torch.Generator().manual_seed(0)).x_anom):
         assert torch.allclose(x_anom[:, 0], x_anom[:, 1]) and torch.allclose(x_anom[:, 1], x_anom[:, 2])
 
 

@@ -9,6 +9,7 @@ import torch
 from hdm import pom
 from hdm.batches import BatchBuilder
 from hdm.config import HDMConfig, POMConfig
+from hdm.dagm import Generated
 
 CFG = POMConfig()
 
@@ -105,7 +106,8 @@ def test_the_bank_never_reshuffles_the_batches_so_the_paste_ablation_sees_the_sa
         mask = torch.zeros(len(idx), 1, 32, 32)
         mask[..., 8:20, 8:20] = 1
         made.append(rng.random() < 0.5)  # visible or not, at random from the bank's stream
-        return x0, (x0 + (0.5 if made[-1] else 0.0) * mask).clamp(-1, 1), mask
+        x_anom = (x0 + (0.5 if made[-1] else 0.0) * mask).clamp(-1, 1)
+        return Generated(x0, x_anom, mask, x_anom)
 
     full.anomalies.diffusion = diffusion
     took_a_slot = 0
@@ -139,7 +141,7 @@ def test_diffusion_made_candidates_face_their_own_visibility_bar():
 
     def build(overrides):
         builder = BatchBuilder(cfg.with_overrides(overrides), images, None, seed=0)
-        builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
+        builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: Generated(x0, x_anom, mask, x_anom)
         builder.refresh_bank(denoiser=None)
         return builder
 
@@ -158,7 +160,7 @@ def test_a_diffusion_made_change_within_the_denoisers_own_error_loses_its_target
 
     cfg = HDMConfig.small(32).with_overrides({"pom": {"diffusion_noise_floor": True, "min_changed_fraction": 0.0}})
     builder = BatchBuilder(cfg, torch.zeros(8, 3, 32, 32), None, seed=0)
-    builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
+    builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: Generated(x0, x_anom, mask, x_anom)
     builder.refresh_bank(denoiser=Smoother())
     (_, target), = builder.bank.items
     plain, grained = target[0, 10:22, 9:14], target[0, 10:22, 19:23]
@@ -189,7 +191,7 @@ def test_diffusion_made_candidates_the_reconstruction_leaves_alone_are_rejected(
     def bank_size(ratio):
         cfg = HDMConfig.small(32).with_overrides({"pom": {"diffusion_min_repair_ratio": ratio}})
         builder = BatchBuilder(cfg, torch.zeros(8, 3, 32, 32), None, seed=0)
-        builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: (x0, x_anom, mask)
+        builder.anomalies.diffusion = lambda idx, denoiser, rng, generator: Generated(x0, x_anom, mask, x_anom)
         builder.refresh_bank(denoiser=Repairs())
         return len(builder.bank)
 
