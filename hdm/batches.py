@@ -9,7 +9,7 @@ on the denoiser's weights (POM rejects some), and those differ between two runs 
 as soon as a time budget shifts the learning rate; on a shared stream that difference would
 re-deal every later batch. With separate streams the normals and crude anomalies of step k
 depend only on the seed, so a run is repeatable and the cut-and-paste ablation sees the same
-batches as full HDM, except for the slots DAGM's anomalies take.
+batches as full HDM, except for DAGM's anomalies (in crude ones' slots or on top of them).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from hdm.models.denoiser import Denoiser
 @dataclass
 class TrainingBatch:
     x0: torch.Tensor      # (B,3,S,S) normal images (the denoiser trains on these)
-    x: torch.Tensor       # (B,3,S,S) what D sees: some of x0 replaced by anomalies
-    target: torch.Tensor  # (B,1,S,S) D's target: M* with POM, the mask M without (0 for normals)
+    x: torch.Tensor       # (B',3,S,S) what D sees: x0 with anomalies in some slots (B' > B with placement "extra")
+    target: torch.Tensor  # (B',1,S,S) D's target: M* with POM, the mask M without (0 for normals)
     n_diffusion: int = 0  # the first n_diffusion rows of x are diffusion-made anomalies
 
 
@@ -151,18 +151,25 @@ class BatchBuilder:
         # Crude anomalies for every slot, even those DAGM's take below, so that the batch
         # stream does not depend on how many DAGM supplies (module docstring).
         x, _, target = self.crude(n_anom) if n_anom > 0 else (x0[:0], None, x0[:0, :1])
-        n_diffusion = self.diffusion_count(n_anom)
-        if n_diffusion > 0:
-            if step % self.cfg.dagm.bank_refresh_every == 0 or not self.bank:
-                self.refresh_bank(denoiser)
-            banked = self.bank.sample(n_diffusion, self.bank_rng)
-            n_diffusion = 0 if banked is None else banked[0].shape[0]
-            if banked is not None:
-                x, target = torch.cat([banked[0], x[n_diffusion:]]), torch.cat([banked[1], target[n_diffusion:]])
+        # Crude anomalies take the first slots of the batch, the rest stays normal.
         k = x.shape[0]
-        # Anomalies take the first k slots, DAGM's first; the rest of the batch stays normal.
-        return TrainingBatch(x0=x0, x=torch.cat([x, x0[k:]]), target=torch.cat([target, torch.zeros_like(x0[k:, :1])]),
+        x, target = torch.cat([x, x0[k:]]), torch.cat([target, torch.zeros_like(x0[k:, :1])])
+        banked = self.diffusion_made(denoiser, step, self.diffusion_count(n_anom))
+        if banked is None:
+            return TrainingBatch(x0=x0, x=x, target=target)
+        # DAGM's go in front, in place of crude ones or in addition to them (DAGMConfig.placement).
+        n_diffusion = banked[0].shape[0]
+        keep = slice(n_diffusion, None) if self.cfg.dagm.placement == "swap" else slice(None)
+        return TrainingBatch(x0=x0, x=torch.cat([banked[0], x[keep]]), target=torch.cat([banked[1], target[keep]]),
                              n_diffusion=n_diffusion)
+
+    def diffusion_made(self, denoiser: Denoiser, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """n diffusion-made anomalies (x_anom, target) from the bank, refreshed first when due; None for none."""
+        if n <= 0:
+            return None
+        if step % self.cfg.dagm.bank_refresh_every == 0 or not self.bank:
+            self.refresh_bank(denoiser)
+        return self.bank.sample(n, self.bank_rng)
 
     def state(self) -> dict[str, Any]:
         """The random streams, for resuming a run (the bank itself is refilled after a resume)."""

@@ -102,6 +102,10 @@ class DAGMConfig:
     # Share of anomalies refined by the denoiser; the rest stay crude, so the generated set
     # spans crude and realistic anomalies (a mix of generation strengths).
     diffusion_fraction: float = 0.5
+    # Where the diffusion-made anomalies go: "swap" takes crude anomalies' slots (the batch
+    # keeps its size); "extra" adds them to the batch D sees, so the crude anomalies and
+    # normals are exactly the cut-and-paste ablation's and DAGM can only add to them.
+    placement: Literal["swap", "extra"] = "swap"
     t_range: tuple[int, int] = (300, 700)  # forward-noise level t_g of the crude composite
     reverse_steps: int = 4                 # reverse steps from t_g back to 0
     tau: float = 0.5                       # variance inflation (1 + tau) of each reverse step
@@ -223,7 +227,9 @@ class HDMConfig:
         only learn those by appearance. With the check, DAGM refines the crude composite
         lightly (one x0 estimate from t_g in 30..80; at one step the variance inflation has
         nothing to act on) and makes four candidates every fourth step, of which about one
-        in eight passes (docs/ablation_log.md).
+        in eight passes. Its anomalies are added to the batch D sees rather than swapped in
+        for crude ones (+0.03 image AUROC on magnetic tile and on wood, paired, seed 0;
+        docs/ablation_log.md).
         """
         return cls(
             image_size=image_size,
@@ -231,7 +237,7 @@ class HDMConfig:
             discriminator=DiscriminatorConfig(channels=(32, 64, 128, 128), patch_size=2),
             diffusion=DiffusionConfig(prediction_type="sample", recon_timesteps=(250,), train_t_max=500),
             dagm=DAGMConfig(t_range=(30, 80), reverse_steps=1, tau=0.5, keep_texture_sigma=2.0, diffusion_fraction=0.25,
-                            bank_size=48, bank_refresh_count=4, bank_refresh_every=4),
+                            bank_size=48, bank_refresh_count=4, bank_refresh_every=4, placement="extra"),
             pom=POMConfig(diffusion_difficulty_gamma=0.0, diffusion_min_repair_ratio=1.4),
             train=TrainConfig(batch_size=8, warmup_steps=150, lr_denoiser=5e-4, lr_discriminator=1e-3, max_steps=4000),
         )

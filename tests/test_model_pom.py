@@ -121,6 +121,25 @@ def test_the_bank_never_reshuffles_the_batches_so_the_paste_ablation_sees_the_sa
     assert 0 < sum(made) < len(made) and took_a_slot > 12
 
 
+def test_extra_placement_adds_dagms_anomalies_to_exactly_the_paste_ablations_batch():
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    full = BatchBuilder(HDMConfig.small(32).with_overrides({"dagm": {"placement": "extra"}}), images, None, seed=3)
+    paste = BatchBuilder(HDMConfig.small(32).with_overrides({"dagm": {"mode": "paste"}}), images, None, seed=3)
+
+    def diffusion(idx, denoiser, rng, generator):
+        x0 = images[torch.as_tensor(idx)]
+        mask = torch.zeros(len(idx), 1, 32, 32)
+        mask[..., 8:20, 8:20] = 1
+        return Generated(x0, (x0 + 0.5 * mask).clamp(-1, 1), mask, x0)
+
+    full.anomalies.diffusion = diffusion
+    for step in range(8):
+        a, b = full.next(None, step), paste.next(None, step)
+        assert a.n_diffusion == 1 and a.x.shape[0] == b.x.shape[0] + 1  # 0.25 of 4 anomalies, on top of 8
+        assert torch.equal(a.x[1:], b.x) and torch.equal(a.target[1:], b.target) and torch.equal(a.x0, b.x0)
+        assert a.target[0].sum() > 0  # the added row is an anomaly with its refined target
+
+
 def test_a_fractional_diffusion_share_is_right_on_average():
     images = torch.rand(8, 3, 32, 32) * 2 - 1
     builder = BatchBuilder(HDMConfig.small(32).with_overrides({"dagm": {"diffusion_fraction": 0.375}}), images, None, seed=0)
