@@ -36,31 +36,29 @@ def existing_file(value: str) -> Path:
     return path
 
 
-def positive_int(value: str) -> int:
+def _number(value: str, cast: type, noun: str) -> Any:
     try:
-        number = int(value)
+        return cast(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
+        raise argparse.ArgumentTypeError(f"not {noun}: {value}") from None
+
+
+def positive_int(value: str) -> int:
+    number = _number(value, int, "an integer")
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
     return number
 
 
 def positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    number = _number(value, float, "a number")
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
     return number
 
 
 def fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    number = _number(value, float, "a number")
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {value}")
     return number

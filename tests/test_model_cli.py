@@ -51,6 +51,8 @@ def test_bad_paths_and_options_give_one_line_and_exit_2(capsys, tmp_path, produc
     _one_line_error(capsys, ["train", "--data", str(products), "--out", str(tmp_path / "r"), "--image-size", "30"], "divisible")
     _one_line_error(capsys, ["train", "--data", str(products), "--out", str(tmp_path / "r"), "--ablation", "bogus"], "invalid choice")
     _one_line_error(capsys, ["train", "--data", str(products), "--out", str(tmp_path / "r"), "--max-steps", "-3"], "must be positive")
+    _one_line_error(capsys, ["train", "--data", str(products), "--out", str(tmp_path / "r"), "--max-steps", "ten"], "not an integer: ten")
+    _one_line_error(capsys, ["train", "--data", str(products), "--out", str(tmp_path / "r"), "--max-minutes", "1e"], "not a number: 1e")
     _one_line_error(capsys, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")], "train/good")
     _one_line_error(capsys, ["eval", "--model", str(tmp_path), "--data", str(products)], "not an HDM checkpoint")
     _one_line_error(capsys, ["eval", "--model", str(run_dir), "--data", str(products / "train" / "good")], "evaluation needs")
