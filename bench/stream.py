@@ -244,7 +244,7 @@ def latency(bootstrap: str, registry: Path, batch: int, rate: float, args: argpa
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--preset", choices=("small", "cpu"), default="cpu", help="HDMConfig preset of the (untrained) model")
@@ -261,12 +261,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternating in-process / end-to-end rounds for the e2e ratio")
     parser.add_argument("--round-seconds", type=float, default=5.0, help="length of each half of a round")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def set_waits(args: argparse.Namespace, in_process: dict[str, float]) -> None:
+    """A frame waits at most about one full batch's time for its batch: half of it in the
+    ingress, gathering frames into calls (fewer calls leave the CPU to the model), half in
+    Serve's @serve.batch, which forms the next batch while one runs."""
+    args.expected_fps = in_process["batch_fps"]
+    if args.call_linger_ms is None:
+        args.call_linger_ms = round(1000 * in_process["batch_seconds"] / 2)
+    if args.batch_wait is None:
+        args.batch_wait = round(in_process["batch_seconds"] / 2, 3)
+    log(f"ingress call_linger_ms = {args.call_linger_ms}, batch_wait_timeout_s = {args.batch_wait}")
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase of the module docstring, in-process runs bracketing the end-to-end ones."""
     import ray
     from ray import serve
 
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         workdir = Path(tmp)
         log(f"model: HDMConfig.{args.preset}({args.image_size}), untrained (speed does not depend on the weights)")
@@ -275,55 +289,58 @@ def main(argv: list[str] | None = None) -> int:
         registry.publish(PRODUCT, run_dir)
         model = InProcess(run_dir, args.batch, args.threads, args.torchscript)
         measure = functools.partial(model.measure, min(args.seconds / 2, 10.0))
-        before = measure()
-        args.expected_fps = before["batch_fps"]
-        # A frame waits at most about one full batch's time for its batch: half of it in the
-        # ingress, gathering frames into calls (fewer calls leave the CPU to the model), half
-        # in Serve's @serve.batch, which forms the next batch while one runs.
-        if args.call_linger_ms is None:
-            args.call_linger_ms = round(1000 * before["batch_seconds"] / 2)
-        if args.batch_wait is None:
-            args.batch_wait = round(before["batch_seconds"] / 2, 3)
-        log(f"ingress call_linger_ms = {args.call_linger_ms}, batch_wait_timeout_s = {args.batch_wait}")
+        phases: dict[str, Any] = {"before": measure()}
+        set_waits(args, phases["before"])
         with TansuBroker(BrokerConfig(port=free_port(), partitions=4)) as broker:
             ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, namespace="serve")
             try:
-                count = max(int(before["batch_fps"] * args.seconds), 6 * args.batch)
-                batched = throughput(broker.bootstrap, registry.root, args.batch, count, args)
-                paired = paired_rounds(broker.bootstrap, registry.root, model, args)
+                count = max(int(phases["before"]["batch_fps"] * args.seconds), 6 * args.batch)
+                phases["batched"] = throughput(broker.bootstrap, registry.root, args.batch, count, args)
+                phases["paired"] = paired_rounds(broker.bootstrap, registry.root, model, args)
                 log("in-process again (the app is deleted; Ray idles): the machine's speed drifts by 10-30% here")
-                between = measure()
-                unbatched_count = max(int(before["single_fps"] * args.seconds), 4 * args.batch)
-                unbatched = throughput(broker.bootstrap, registry.root, 1, unbatched_count, args)
-                capacity = (before["batch_fps"] + between["batch_fps"]) / 2
-                loads = {f"{int(100 * f)}%": latency(broker.bootstrap, registry.root, args.batch, f * capacity, args) for f in (0.1, 0.5, 0.9)}
+                phases["between"] = measure()
+                unbatched_count = max(int(phases["before"]["single_fps"] * args.seconds), 4 * args.batch)
+                phases["unbatched"] = throughput(broker.bootstrap, registry.root, 1, unbatched_count, args)
+                capacity = (phases["before"]["batch_fps"] + phases["between"]["batch_fps"]) / 2
+                phases["loads"] = {f"{int(100 * f)}%": latency(broker.bootstrap, registry.root, args.batch, f * capacity, args) for f in (0.1, 0.5, 0.9)}
             finally:
                 serve.shutdown()
                 ray.shutdown()
         log("in-process once more")
-        after = measure()
-    # The machine is shared and its speed drifts, so the latency phases are compared with
-    # the in-process runs that bracket them (between/after); batched_vs_bracketing_in_process
-    # keeps the older, bracketed e2e ratio for comparison with earlier runs.
-    reference_fps = (before["batch_fps"] + between["batch_fps"]) / 2
-    batch_seconds = (between["batch_seconds"] + after["batch_seconds"]) / 2
+        phases["after"] = measure()
+    return phases
+
+
+def build_report(args: argparse.Namespace, phases: dict[str, Any], load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """The JSON report; the machine is shared and its speed drifts, so the latency phases are
+    compared with the in-process runs that bracket them (between/after), and
+    batched_vs_bracketing_in_process keeps the older, bracketed e2e ratio for comparison
+    with earlier runs."""
+    reference_fps = (phases["before"]["batch_fps"] + phases["between"]["batch_fps"]) / 2
+    batch_seconds = (phases["between"]["batch_seconds"] + phases["after"]["batch_seconds"]) / 2
     ratios = {
-        "e2e_vs_in_process": (paired["e2e_fps"] / paired["in_process_fps"], ">= 0.85", lambda v: v >= 0.85),
-        "batched_vs_unbatched": (batched["fps"] / unbatched["fps"], ">= 1.5", lambda v: v >= 1.5),
-        "p99_at_50pct_vs_full_batch": (loads["50%"]["p99_ms"] / (1000 * batch_seconds), "< 3", lambda v: v < 3),
+        "e2e_vs_in_process": (phases["paired"]["e2e_fps"] / phases["paired"]["in_process_fps"], ">= 0.85", lambda v: v >= 0.85),
+        "batched_vs_unbatched": (phases["batched"]["fps"] / phases["unbatched"]["fps"], ">= 1.5", lambda v: v >= 1.5),
+        "p99_at_50pct_vs_full_batch": (phases["loads"]["50%"]["p99_ms"] / (1000 * batch_seconds), "< 3", lambda v: v < 3),
     }
-    report = {
+    return {
         "setup": {
             "model": f"HDMConfig.{args.preset}({args.image_size})", "batch": args.batch, "paced_batching": not args.unpaced, "batch_wait_timeout_s": args.batch_wait,
             "call_linger_ms": args.call_linger_ms, "call_linger_when_idle": args.linger_when_idle, "fetch_max_wait_ms": args.fetch_max_wait_ms, "frames_per_call": args.frames_per_call, "torchscript": args.torchscript,
             "torch_threads": args.threads, "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
         },
-        "in_process": {"before": before, "between": between, "after": after, "reference_fps": reference_fps, "full_batch_seconds": batch_seconds},
-        "end_to_end": {"batched": batched, "unbatched": unbatched, "paired_rounds": paired,
-                       "batched_vs_bracketing_in_process": batched["fps"] / reference_fps},
-        "latency": loads,
+        "in_process": {"before": phases["before"], "between": phases["between"], "after": phases["after"], "reference_fps": reference_fps, "full_batch_seconds": batch_seconds},
+        "end_to_end": {"batched": phases["batched"], "unbatched": phases["unbatched"], "paired_rounds": phases["paired"],
+                       "batched_vs_bracketing_in_process": phases["batched"]["fps"] / reference_fps},
+        "latency": phases["loads"],
         "targets": {name: {"value": value, "target": text, "met": check(value)} for name, (value, text, check) in ratios.items()},
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_before = os.getloadavg()
+    report = build_report(args, measure_all(args), load_before)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, target in report["targets"].items():
