@@ -314,45 +314,63 @@ def bench_streams(url: str, broker: TansuBroker, subscribers: int, n: int, rate:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         proc = ctx.Process(target=_subscriber_process, args=(target, cursor, subscribers, n, n / rate + 120, queue))
+        children_cpu_before = _children_cpu_s()  # earlier backends' subscriber processes are counted in there already
         proc.start()
         if _receive(queue, proc, 120) != "ready":
             raise RuntimeError("subscribers did not start")
         log(f"  {subscribers} subscribers connected; publishing {n} results at {rate:.0f}/s")
-        producer = make_producer(kafka)
-        rng = random.Random(2)
         cpu_start = time.process_time()
         start = time.perf_counter()
-        for i in range(n):
-            due = start + i / rate
-            if (delay := due - time.perf_counter()) > 0:
-                time.sleep(delay)
-            r = make_result(i, int(time.time() * 1e6), rng, "live")
-            producer.send(kafka.topics.results, key=r.frame_id.encode(), value=r.SerializeToString())
-        producer.flush()
-        producer.close()
-        publish_s = time.perf_counter() - start
+        publish_s = _publish_live(kafka, n, rate)
         per_subscriber = _receive(queue, proc, n / rate + 180)
         delivered_s = time.perf_counter() - start
         server_cpu_s = time.process_time() - cpu_start
         proc.join(30)
-    subscribers_cpu_s = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subscribers_cpu_s = subscribers_cpu_s.ru_utime + subscribers_cpu_s.ru_stime
+    timing = {"publish_s": publish_s, "delivered_s": delivered_s, "server_cpu_s": server_cpu_s,
+              "subscribers_cpu_s": _children_cpu_s() - children_cpu_before}
+    return _stream_report(per_subscriber, n, timing)
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished (joined) child processes, all of them so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _publish_live(kafka: KafkaConfig, n: int, rate: float) -> float:
+    """Publish n results at `rate` per second, each captured as it is sent; returns the seconds it took."""
+    producer = make_producer(kafka)
+    rng = random.Random(2)
+    start = time.perf_counter()
+    for i in range(n):
+        if (delay := start + i / rate - time.perf_counter()) > 0:
+            time.sleep(delay)
+        r = make_result(i, int(time.time() * 1e6), rng, "live")
+        producer.send(kafka.topics.results, key=r.frame_id.encode(), value=r.SerializeToString())
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - start
+
+
+def _stream_report(per_subscriber: list[dict[str, Any]], n: int, timing: dict[str, float]) -> dict[str, Any]:
+    """What every subscriber received, and what delivering it cost."""
+    subscribers = len(per_subscriber)
     latencies = [v for s in per_subscriber for v in s.pop("latencies")]
     complete = sum(s["received"] == n and s["unique"] == n and s["in_order"] and "error" not in s for s in per_subscriber)
     return {
         "subscribers": subscribers,
         "results": n,
-        "publish_rate_per_s": round(n / publish_s, 1),
+        "publish_rate_per_s": round(n / timing["publish_s"], 1),
         "subscribers_with_every_result_once_in_order": complete,
         "all_complete": complete == subscribers,
         "min_received": min(s["received"] for s in per_subscriber),
         "errors": sorted({s["error"] for s in per_subscriber if "error" in s}),
-        "deliveries_per_s": round(subscribers * n / delivered_s),
-        "wall_s": round(delivered_s, 2),
+        "deliveries_per_s": round(subscribers * n / timing["delivered_s"]),
+        "wall_s": round(timing["delivered_s"], 2),
         # The service process also runs the producer and the consumer; the subscribers run on the same 2 cores.
-        "service_process_cpu_s": round(server_cpu_s, 2),
-        "service_cpu_us_per_delivery": round(server_cpu_s / (subscribers * n) * 1e6, 1),
-        "subscriber_process_cpu_s": round(subscribers_cpu_s, 2),
+        "service_process_cpu_s": round(timing["server_cpu_s"], 2),
+        "service_cpu_us_per_delivery": round(timing["server_cpu_s"] / (subscribers * n) * 1e6, 1),
+        "subscriber_process_cpu_s": round(timing["subscribers_cpu_s"], 2),
         "delivery_latency": percentiles(latencies),
     }
 
@@ -374,7 +392,7 @@ def _receive(queue, proc, timeout_s: float) -> Any:
 # --- main -------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.results", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite", "postgresql"])
     parser.add_argument("--rows", type=int, default=1_000_000, help="stored results for the query benchmark")
@@ -385,8 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300.0, help="results per second published during the stream test")
     parser.add_argument("--skip", nargs="*", choices=("ingest", "query", "streams"), default=[], help="parts to leave out")
     parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -395,36 +416,39 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hdm-bench-results-") as tmp, TansuBroker(
         BrokerConfig(port=free_port(), partitions=4, log_path=str(Path(tmp) / "tansu.log"))
     ) as broker:
-        workdir = Path(tmp)
         for backend in args.backends:
-            figures: dict[str, Any] = {}
-            report["backends"][backend] = figures
-            if "ingest" not in args.skip:
-                log(f"{backend}: ingest through Store.insert ({args.ingest} results, batches of 500)")
-                with database(backend, workdir) as url:
-                    figures["ingest_store"] = bench_store_ingest(url, args.ingest)
-                log(f"  {figures['ingest_store']['results_per_s']} results/s")
-                log(f"{backend}: ingest through Kafka and the consumer ({args.ingest} results)")
-                with database(backend, workdir) as url:
-                    figures["ingest_kafka"] = bench_kafka_ingest(url, broker, args.ingest)
-                log(f"  {figures['ingest_kafka']['results_per_s']} results/s")
-            if "query" not in args.skip:
-                with database(backend, workdir) as url:
-                    log(f"{backend}: bulk load of {args.rows} results")
-                    figures["bulk_load"] = bulk_load(url, args.rows)
-                    log(f"  {figures['bulk_load']['results_per_s']} results/s; QueryResults latency ({args.queries} per kind)")
-                    figures["query"] = bench_queries(url, args.rows, args.queries)
-                    log(f"  all kinds: p99 {figures['query']['all']['p99_ms']} ms")
-            if "streams" not in args.skip:
-                log(f"{backend}: {args.subscribers} live subscribers, {args.stream_results} results")
-                with database(backend, workdir) as url:
-                    figures["streams"] = bench_streams(url, broker, args.subscribers, args.stream_results, args.rate)
-                s = figures["streams"]
-                log(f"  complete {s['subscribers_with_every_result_once_in_order']}/{s['subscribers']}, latency p99 {s['delivery_latency']['p99_ms']} ms")
+            report["backends"][backend] = figures = {}
+            bench_backend(backend, args, broker, Path(tmp), figures)
             report["machine"]["load_avg_at_end"] = os.getloadavg()
             _write(args.out, report)  # after each backend, so a long run leaves figures behind
     log(f"wrote {args.out}")
     return 0
+
+
+def bench_backend(backend: str, args: argparse.Namespace, broker: TansuBroker, workdir: Path, figures: dict[str, Any]) -> None:
+    """The parts of the benchmark args asks for, on one backend, each on a fresh database; figures filled as they finish."""
+    if "ingest" not in args.skip:
+        log(f"{backend}: ingest through Store.insert ({args.ingest} results, batches of 500)")
+        with database(backend, workdir) as url:
+            figures["ingest_store"] = bench_store_ingest(url, args.ingest)
+        log(f"  {figures['ingest_store']['results_per_s']} results/s")
+        log(f"{backend}: ingest through Kafka and the consumer ({args.ingest} results)")
+        with database(backend, workdir) as url:
+            figures["ingest_kafka"] = bench_kafka_ingest(url, broker, args.ingest)
+        log(f"  {figures['ingest_kafka']['results_per_s']} results/s")
+    if "query" not in args.skip:
+        with database(backend, workdir) as url:
+            log(f"{backend}: bulk load of {args.rows} results")
+            figures["bulk_load"] = bulk_load(url, args.rows)
+            log(f"  {figures['bulk_load']['results_per_s']} results/s; QueryResults latency ({args.queries} per kind)")
+            figures["query"] = bench_queries(url, args.rows, args.queries)
+            log(f"  all kinds: p99 {figures['query']['all']['p99_ms']} ms")
+    if "streams" not in args.skip:
+        log(f"{backend}: {args.subscribers} live subscribers, {args.stream_results} results")
+        with database(backend, workdir) as url:
+            figures["streams"] = bench_streams(url, broker, args.subscribers, args.stream_results, args.rate)
+        s = figures["streams"]
+        log(f"  complete {s['subscribers_with_every_result_once_in_order']}/{s['subscribers']}, latency p99 {s['delivery_latency']['p99_ms']} ms")
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
