@@ -101,6 +101,10 @@ class DAGMConfig:
     # the jitter alone the cut-and-paste ablation kept the tile's gain and lost little on
     # wood, but full HDM did not gain (docs/ablation_log.md).
     source_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)
+    # Sources of the crude content the denoiser refines (DAGM's own anomalies); None: the
+    # same as source_weights. The crude anomalies keep source_weights either way, so the
+    # cut-and-paste ablation is unchanged by this field.
+    diffusion_source_weights: tuple[float, float, float] | None = None
     # Opacity: x_anom = M * ((1 - beta) * x_gen + beta * x0) + (1 - M) * x0, beta ~ U(range).
     beta_range: tuple[float, float] = (0.0, 0.6)
     # Share of anomalies refined by the denoiser; the rest stay crude, so the generated set
@@ -336,9 +340,10 @@ def validate(cfg: HDMConfig) -> None:
         raise ConfigError("score.top_k_fraction must be in (0, 1]")
     if not 0 < cfg.pom.target_far < 1 or not 0 < cfg.pom.pixel_target_far < 1:
         raise ConfigError("pom.target_far and pom.pixel_target_far must be in (0, 1)")
-    weights = cfg.dagm.source_weights
-    if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
-        raise ConfigError(f"dagm.source_weights {list(weights)} must be three non-negative weights (shuffle, jitter, noise), not all 0")
+    for name in ("source_weights", "diffusion_source_weights"):
+        weights = getattr(cfg.dagm, name)
+        if weights is not None and (len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0):
+            raise ConfigError(f"dagm.{name} {list(weights)} must be three non-negative weights (shuffle, jitter, noise), not all 0")
     if not 0 <= cfg.dagm.diffusion_fraction <= 1:
         raise ConfigError("dagm.diffusion_fraction must be in [0, 1]")
     if cfg.dagm.bank_refresh_every < 1 or cfg.dagm.bank_refresh_count < 1:

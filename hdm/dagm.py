@@ -78,6 +78,11 @@ def perlin_colour(size: int, rng: np.random.Generator, device: torch.device) -> 
     return torch.from_numpy(out.astype(np.float32)).clamp(-1, 1).to(device)
 
 
+def _probabilities(weights: tuple[float, float, float]) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    return w / w.sum()
+
+
 class AnomalyGenerator:
     """Draws masks and crude content, and refines content with the denoiser (DAGM)."""
 
@@ -92,8 +97,8 @@ class AnomalyGenerator:
         self.images = images            # (N, 3, S, S) normal training images in [-1, 1]
         self.foreground = foreground    # (N, S, S) bool, or None for no restriction
         self.grayscale = grayscale      # sources stay grey on grey data, else colour alone gives anomalies away
-        weights = np.asarray(cfg.source_weights, dtype=np.float64)
-        self.source_p = weights / weights.sum()
+        self.crude_p = _probabilities(cfg.source_weights)
+        self.diffusion_p = _probabilities(cfg.diffusion_source_weights or cfg.source_weights)
 
     @property
     def size(self) -> int:
@@ -112,9 +117,9 @@ class AnomalyGenerator:
         )
         return torch.from_numpy(m)[None].to(self.images.device)
 
-    def crude_content(self, index: int, rng: np.random.Generator) -> torch.Tensor:
-        """Crude anomalous content (3, S, S) for training image `index`."""
-        kind = SOURCES[int(rng.choice(len(SOURCES), p=self.source_p))]
+    def crude_content(self, index: int, rng: np.random.Generator, source_p: np.ndarray) -> torch.Tensor:
+        """Crude anomalous content (3, S, S) for training image `index`, its source drawn from source_p."""
+        kind = SOURCES[int(rng.choice(len(SOURCES), p=source_p))]
         if kind == "shuffle":
             other = int(rng.integers(len(self.images)))
             content = shuffled_patches(self.images[other], rng)
@@ -134,16 +139,18 @@ class AnomalyGenerator:
     def blend(x0: torch.Tensor, content: torch.Tensor, mask: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         return mask * ((1 - beta) * content + beta * x0) + (1 - mask) * x0
 
-    def draw(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw(
+        self, indices: np.ndarray, rng: np.random.Generator, source_p: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For each training index: x0 (n,3,S,S), crude content (n,3,S,S) and mask (n,1,S,S)."""
         x0 = self.images[torch.as_tensor(indices)]
-        content = torch.stack([self.crude_content(int(i), rng) for i in indices])
+        content = torch.stack([self.crude_content(int(i), rng, source_p) for i in indices])
         masks = torch.stack([self.mask(int(i), rng) for i in indices])
         return x0, content, masks
 
     def crude(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cut-and-paste anomalies: (x0, x_anom, mask)."""
-        x0, content, masks = self.draw(indices, rng)
+        x0, content, masks = self.draw(indices, rng, self.crude_p)
         return x0, self.blend(x0, content, masks, self.betas(len(indices), rng)), masks
 
     @torch.no_grad()
@@ -155,7 +162,7 @@ class AnomalyGenerator:
         generator: torch.Generator,
     ) -> Generated:
         """Denoiser-made anomalies, one t_g ~ U(t_range) for the call."""
-        x0, content, masks = self.draw(indices, rng)
+        x0, content, masks = self.draw(indices, rng, self.diffusion_p)
         x_gen = refine(denoiser, x0, content, masks, int(rng.integers(self.cfg.t_range[0], self.cfg.t_range[1] + 1)),
                        self.cfg.reverse_steps, self.cfg.tau, generator)
         sigma = self.cfg.keep_texture_sigma * self.size / 128

@@ -66,7 +66,10 @@ def perlin_mask(
     there as most real defects do instead of speckling the whole image.
     """
     lo, hi = scale_range
-    res = (2 ** int(rng.integers(lo, hi + 1)), 2 ** int(rng.integers(lo, hi + 1)))
+    # Periods of at least 4 px: with one period per pixel on both axes every sample falls on
+    # a lattice point, where Perlin noise is 0, and the mask would come out empty.
+    finest = max(1, size // 4)
+    res = (min(2 ** int(rng.integers(lo, hi + 1)), finest), min(2 ** int(rng.integers(lo, hi + 1)), finest))
     noise = fractal_noise(size, res, octaves, rng)
     noise = ndimage.rotate(noise, float(rng.uniform(-90, 90)), reshape=False, order=1, mode="reflect")
     inside = np.ones((size, size), dtype=bool) if region is None else region.astype(bool)

@@ -46,6 +46,7 @@ def test_ablations_switch_exactly_one_module():
         ({"dagm": {"coverage_range": [0.0, 0.5]}}, "coverage_range"),
         ({"dagm": {"source_weights": [0.0, 0.0, 0.0]}}, "source_weights"),
         ({"dagm": {"source_weights": [1.0, -0.5, 0.5]}}, "source_weights"),
+        ({"dagm": {"diffusion_source_weights": [0.0, 0.0, 0.0]}}, "diffusion_source_weights"),
         ({"pom": {"target_far": 0.0}}, "target_far"),
         ({"pom": {"diffusion_min_repair_ratio": 0.0}}, "repair_ratio"),
         ({"train": {"batch_size": 1}}, "batch_size"),

@@ -75,6 +75,23 @@ def test_each_diffusion_made_anomaly_comes_with_the_cut_and_paste_it_was_refined
     assert not torch.allclose(made.x_anom, made.source)  # the refinement changed the content
 
 
+def test_dagm_refines_content_from_its_own_sources_while_crude_anomalies_keep_theirs(setup):
+    cfg, _, denoiser = setup
+    # One flat grey level per image: shuffled patches of another image are flat, Perlin noise is not.
+    levels = torch.linspace(-0.6, 0.6, 6)
+    flat = levels.view(6, 1, 1, 1).expand(6, 3, 32, 32).contiguous()
+    dagm = replace(cfg.dagm, source_weights=(0.0, 0.0, 1.0), diffusion_source_weights=(1.0, 0.0, 0.0),
+                   beta_range=(0.0, 0.0), coverage_range=(0.1, 0.2))
+    gen = AnomalyGenerator(dagm, flat)
+    idx = np.arange(4)
+    made = gen.diffusion(idx, denoiser, np.random.default_rng(3), torch.Generator().manual_seed(0))
+    for source, mask in zip(made.source, made.mask, strict=True):
+        inside = source[:, mask[0] > 0]
+        assert torch.allclose(inside, inside[0, 0]) and torch.isclose(levels, inside[0, 0]).any()
+    _, crude, mask = gen.crude(idx, np.random.default_rng(3))
+    assert all(x[:, m[0] > 0].std() > 0.05 for x, m in zip(crude, mask, strict=True))
+
+
 def test_grey_data_gets_grey_anomalies(setup):
     cfg, images, denoiser = setup
     grey = images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()

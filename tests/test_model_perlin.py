@@ -25,6 +25,13 @@ def test_mask_hits_requested_coverage(coverage, local):
         assert m.mean() == pytest.approx(coverage, abs=0.01 + 0.1 * coverage)
 
 
+def test_finest_scale_on_a_small_image_still_gives_a_mask():
+    # 32 periods across 32 px on both axes would sample the noise only at its zero lattice points.
+    for seed in range(40):
+        m = perlin_mask(32, np.random.default_rng(seed), scale_range=(5, 5), coverage=0.1)
+        assert m.mean() == pytest.approx(0.1, abs=0.02)
+
+
 def test_mask_stays_inside_the_region_and_covers_its_share():
     region = np.zeros((64, 64), dtype=bool)
     region[16:48, 8:40] = True
