@@ -104,8 +104,8 @@ class DAGMConfig:
     # Sources of the crude content the denoiser refines (DAGM's own anomalies); None: the
     # same as source_weights. The crude anomalies keep source_weights either way, so the
     # cut-and-paste ablation is unchanged by this field. Shuffle only, with the crude
-    # anomalies' jitter dropped, was above cut-and-paste on average over three pairs, not
-    # yet enough to make it the preset (docs/ablation_log.md).
+    # anomalies' jitter dropped, was level with cut-and-paste over five pairs and cost wood's
+    # scratches against the preset (docs/ablation_log.md).
     diffusion_source_weights: tuple[float, float, float] | None = None
     # Opacity: x_anom = M * ((1 - beta) * x_gen + beta * x0) + (1 - M) * x0, beta ~ U(range).
     beta_range: tuple[float, float] = (0.0, 0.6)
